@@ -1,0 +1,305 @@
+"""The Part 1 job: raw transactions (+ labels) in, features, report and quarantine out.
+
+Reads the transactions in bounded chunks, so memory does not grow with the file:
+each chunk is deduplicated against hashes of everything seen before, validated, and
+reduced to partial per-customer aggregates; partials are combined exactly at the end.
+Every input row ends in exactly one place: used, removed as duplicate, or quarantined.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from features import aggregate
+from features.definitions import FEATURE_NAMES, ID, TARGET, finalise
+from features.labels import Labels, clean_labels
+from features.quality import FINDINGS, QUARANTINE_ORDER, RULES_BY_CODE, ParsedChunk, parse_chunk
+from features.reader import Source, open_csv
+from features.report import build_report
+from features.schema import TRANSACTION_ALIASES, TRANSACTION_REQUIRED, map_columns
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_ROWS = 1_000_000
+# Partial aggregates are folded together once this many partial rows pile up.
+COMPACT_PARTIAL_ROWS = 2_000_000
+EXAMPLES_PER_CHECK = 5
+RAW_LINE = "raw_line"
+REASON = "reason"
+
+QuarantineSink = Callable[[pd.DataFrame], None]
+
+
+class SeenHashes:
+    """Set of 64-bit row hashes kept as one sorted array (8 bytes per row, no objects).
+
+    Merging a sorted batch into the sorted array is linear: numpy's stable sort
+    (timsort) detects the two runs.
+    """
+
+    def __init__(self) -> None:
+        self._sorted = np.empty(0, dtype=np.uint64)
+
+    def contains(self, hashes: np.ndarray) -> np.ndarray:
+        if not len(self._sorted):
+            return np.zeros(len(hashes), dtype=bool)
+        position = np.searchsorted(self._sorted, hashes)
+        position[position == len(self._sorted)] = 0
+        return self._sorted[position] == hashes
+
+    def add(self, hashes: np.ndarray) -> None:
+        merged = np.concatenate([self._sorted, np.sort(hashes)])
+        self._sorted = np.sort(merged, kind="stable")
+
+
+def _hash_strings(*columns: pa.Array) -> np.ndarray:
+    joined = pa.compute.binary_join_element_wise(*columns, "\x1f")
+    return pd.util.hash_array(joined.to_numpy(zero_copy_only=False), categorize=False)
+
+
+@dataclass
+class Tally:
+    """Counts and examples collected while streaming."""
+
+    rows_in: int = 0
+    rows_used: int = 0
+    rows_duplicate: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    as_of_ts: int | None = None
+
+    def add(self, code: str, count: int, examples: list[str]) -> None:
+        self.counts[code] = self.counts.get(code, 0) + count
+        kept = self.examples.setdefault(code, [])
+        kept.extend(examples[: EXAMPLES_PER_CHECK - len(kept)])
+
+
+@dataclass
+class PipelineResult:
+    features: pd.DataFrame  # one row per customer, customer_id first
+    training_set: pd.DataFrame | None  # labelled customers, defaulted last
+    report: dict
+    quarantine_rows: int
+    quarantine: pd.DataFrame | None  # only when no quarantine sink was given
+
+
+def _example_values(values: pa.Array, mask: np.ndarray) -> list[str]:
+    picked = values.filter(pa.array(mask)).slice(0, EXAMPLES_PER_CHECK).to_pylist()
+    return [str(v)[:60] for v in picked]
+
+
+class _TransactionJob:
+    """State for one streaming pass over a transactions file."""
+
+    def __init__(self, header: list[str], now: datetime, on_quarantine: QuarantineSink) -> None:
+        self.columns = map_columns(
+            header, TRANSACTION_ALIASES, TRANSACTION_REQUIRED, "transactions"
+        )
+        self.header = header
+        self.now = now
+        self.on_quarantine = on_quarantine
+        self.seen_rows = SeenHashes()
+        self.seen_transactions = SeenHashes()
+        self.partials: list[tuple[pd.DataFrame, pd.DataFrame]] = []
+        self.partial_rows = 0
+        self.tally = Tally()
+
+    def process(self, batch: pa.RecordBatch) -> None:
+        n = batch.num_rows
+        self.tally.rows_in += n
+        raw = {name: batch.column(i) for i, name in enumerate(self.header)}
+        canonical = {c: batch.column(p) for c, p in self.columns.positions.items()}
+
+        row_hash = _hash_strings(*batch.columns)
+        duplicate = pd.Series(row_hash).duplicated().to_numpy() | self.seen_rows.contains(row_hash)
+        self.seen_rows.add(np.unique(row_hash))
+
+        parsed = parse_chunk(canonical, self.now)
+        reason = parsed.reason
+        reason[duplicate] = None
+        valid = ~duplicate & (reason == None)  # noqa: E711
+        txn_hash = _hash_strings(parsed.transaction_id)
+        reused = np.zeros(n, dtype=bool)
+        reused[valid] = pd.Series(
+            txn_hash[valid]
+        ).duplicated().to_numpy() | self.seen_transactions.contains(txn_hash[valid])
+        reason[reused] = "conflicting_transaction_id"
+        used = valid & ~reused
+        self.seen_transactions.add(np.unique(txn_hash[used]))
+
+        self.tally.rows_duplicate += int(duplicate.sum())
+        self.tally.rows_used += int(used.sum())
+        self._record_quarantine(raw, canonical, reason, duplicate)
+        self._record_findings(parsed, canonical, used)
+        if used.any():
+            self._aggregate(parsed, used)
+
+    def _record_quarantine(
+        self,
+        raw: dict[str, pa.Array],
+        canonical: dict[str, pa.Array],
+        reason: np.ndarray,
+        duplicate: np.ndarray,
+    ) -> None:
+        rejected = ~duplicate & (reason != None)  # noqa: E711
+        self.tally.add(
+            "duplicate",
+            int(duplicate.sum()),
+            _example_values(canonical["transaction_id"], duplicate),
+        )
+        if not rejected.any():
+            return
+        for code in QUARANTINE_ORDER:
+            mask = reason == code
+            if mask.any():
+                self.tally.add(
+                    code, int(mask.sum()), _example_values(_shown(code, canonical), mask)
+                )
+        keep = pa.array(rejected)
+        frame = pd.DataFrame(
+            {
+                name: values.filter(keep).to_numpy(zero_copy_only=False)
+                for name, values in raw.items()
+            }
+        )
+        frame[REASON] = reason[rejected]
+        frame[RAW_LINE] = ""
+        self.on_quarantine(frame)
+
+    def _record_findings(
+        self, parsed: ParsedChunk, canonical: dict[str, pa.Array], used: np.ndarray
+    ) -> None:
+        for code in FINDINGS:
+            mask = parsed.findings[code] & used
+            self.tally.add(code, int(mask.sum()), _example_values(_shown(code, canonical), mask))
+
+    def _aggregate(self, parsed: ParsedChunk, used: np.ndarray) -> None:
+        keep = pa.array(used)
+        ts = parsed.ts[used]
+        latest = int(ts.max())
+        self.tally.as_of_ts = max(latest, self.tally.as_of_ts or latest)
+        rows = aggregate.derive_rows(
+            customer_id=parsed.customer_id.filter(keep).to_numpy(zero_copy_only=False),
+            amount_pence=parsed.amount_pence[used],
+            ts=ts,
+            description=pd.Series(parsed.description.filter(keep).to_numpy(zero_copy_only=False)),
+        )
+        partial = aggregate.aggregate(rows)
+        self.partials.append(partial)
+        self.partial_rows += len(partial[0]) + len(partial[1])
+        if self.partial_rows > COMPACT_PARTIAL_ROWS and len(self.partials) > 1:
+            self.partials = [aggregate.combine(self.partials)]
+            self.partial_rows = len(self.partials[0][0]) + len(self.partials[0][1])
+
+    def record_malformed(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        self.tally.rows_in += len(lines)
+        self.tally.add("malformed_row", len(lines), [line[:60] for line in lines])
+        frame = pd.DataFrame({name: [""] * len(lines) for name in self.header})
+        frame[REASON] = "malformed_row"
+        frame[RAW_LINE] = lines
+        self.on_quarantine(frame)
+
+
+def _shown(code: str, canonical: dict[str, pa.Array]) -> pa.Array:
+    """Which values illustrate a rule in the report: the offending column's, or the
+    transaction id where that column is empty or absent."""
+    column = RULES_BY_CODE[code].column
+    if code.startswith("missing_") or column not in canonical:
+        column = "customer_id" if code == "missing_transaction_id" else "transaction_id"
+    return canonical[column]
+
+
+def read_labels(source: Source) -> Labels:
+    """Load and validate a labels file (small: read whole)."""
+    stream = open_csv(source, "labels")
+    raw = pa.Table.from_batches(list(stream.batches)).to_pandas()
+    raw.columns = stream.header
+    labels = clean_labels(raw, "labels")
+    if stream.malformed:
+        extra = pd.DataFrame({name: [""] * len(stream.malformed) for name in stream.header})
+        extra["reason"] = "malformed_row"
+        extra[RAW_LINE] = stream.malformed
+        labels.quarantine = pd.concat([labels.quarantine, extra], ignore_index=True)
+        labels.counts["malformed_row"] = len(stream.malformed)
+        labels.rows_in += len(stream.malformed)
+    return labels
+
+
+def run_pipeline(
+    transactions: Source,
+    labels: Source | None = None,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    now: datetime | None = None,
+    on_quarantine: QuarantineSink | None = None,
+    progress_seconds: float = 5.0,
+) -> PipelineResult:
+    """Run the whole job. Raises ``InputError`` when an input cannot be used at all.
+
+    Quarantined rows are handed to ``on_quarantine`` chunk by chunk (so they can be
+    streamed to a file); without a sink they are collected into the report's result.
+    """
+    now = now or datetime.now(UTC)
+    collected: list[pd.DataFrame] = []
+    sink = on_quarantine or collected.append
+    quarantined = 0
+
+    def counting_sink(frame: pd.DataFrame) -> None:
+        nonlocal quarantined
+        quarantined += len(frame)
+        sink(frame)
+
+    label_result = read_labels(labels) if labels is not None else None
+    stream = open_csv(transactions, "transactions")
+    job = _TransactionJob(stream.header, now, counting_sink)
+    started = last_log = time.monotonic()
+    for batch in stream.batches:
+        for offset in range(0, batch.num_rows, chunk_rows):
+            job.process(batch.slice(offset, chunk_rows))
+        if time.monotonic() - last_log >= progress_seconds:
+            last_log = time.monotonic()
+            rate = job.tally.rows_in / max(last_log - started, 1e-9)
+            log.info("transactions: %d rows read (%.0f rows/s)", job.tally.rows_in, rate)
+    job.record_malformed(stream.malformed)
+    customers, months = aggregate.combine(job.partials)
+    features = finalise(customers, months, job.tally.as_of_ts or 0).reset_index()
+    training_set = None
+    if label_result is not None:
+        training_set = _join_labels(features, label_result.labels)
+    report = build_report(
+        job.tally,
+        job.columns,
+        stream,
+        features,
+        label_result,
+        quarantined,
+        elapsed=time.monotonic() - started,
+    )
+    quarantine = None
+    if on_quarantine is None:
+        columns = [*stream.header, REASON, RAW_LINE]
+        quarantine = (
+            pd.concat(collected, ignore_index=True) if collected else pd.DataFrame(columns=columns)
+        )
+    return PipelineResult(
+        features=features,
+        training_set=training_set,
+        report=report,
+        quarantine_rows=quarantined,
+        quarantine=quarantine,
+    )
+
+
+def _join_labels(features: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
+    joined = features.merge(labels.rename(TARGET).reset_index(), on=ID, how="inner")
+    return joined[[ID, *FEATURE_NAMES, TARGET]]

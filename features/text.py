@@ -1,0 +1,75 @@
+"""Description text: one normalisation rule and one lexicon of merchant categories.
+
+Matching is on whole words of the normalised text, so "PARENTPAY" and "RENTOKIL" are not
+rent and "CURRENT ACCOUNT" is not rent either, while "RENT FEB" and "STANDING ORDER RENT"
+are. Work is done once per distinct description, never per row.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+LEXICON_PATH = Path(__file__).with_name("lexicon.json")
+# Anything that is not a letter (punctuation, digits, underscore, whitespace) becomes a space.
+NON_LETTERS = re.compile(r"[\W\d_]+")
+
+
+def normalise(text: str | None) -> str:
+    """Lowercase, digits and punctuation removed, whitespace collapsed."""
+    if not text:
+        return ""
+    return NON_LETTERS.sub(" ", text.lower()).strip()
+
+
+@cache
+def load_lexicon(path: Path = LEXICON_PATH) -> dict[str, tuple[str, ...]]:
+    """Category -> phrases, each phrase already in normalised form."""
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    lexicon = {}
+    for category, phrases in raw.items():
+        if category.startswith("_"):
+            continue
+        cleaned = tuple(sorted({normalise(p) for p in phrases} - {""}))
+        lexicon[category] = cleaned
+    return lexicon
+
+
+CATEGORIES: tuple[str, ...] = tuple(load_lexicon())
+
+
+def category_pattern(phrases: tuple[str, ...]) -> str:
+    """Regex matching any phrase as whole words of a normalised description.
+
+    Normalised text has single spaces between words, so a word boundary is a space or an
+    end of the string. Engines (pandas ``re``, Spark Java regex) share this pattern.
+    """
+    alternatives = "|".join(re.escape(p).replace(r"\ ", " ") for p in phrases)
+    return rf"(?:^| )(?:{alternatives})(?: |$)"
+
+
+def categorise(normalised: pd.Series) -> pd.DataFrame:
+    """One boolean column ``is_<category>`` per lexicon category."""
+    out = {}
+    for category, phrases in load_lexicon().items():
+        out[f"is_{category}"] = normalised.str.contains(category_pattern(phrases), regex=True)
+    return pd.DataFrame(out, index=normalised.index)
+
+
+def describe(descriptions: pd.Series) -> pd.DataFrame:
+    """Normalise and categorise a column of raw descriptions, once per distinct value.
+
+    Returns one row per input row: ``description_clean`` plus the ``is_<category>`` flags.
+    """
+    codes, uniques = pd.factorize(descriptions.fillna(""), use_na_sentinel=False)
+    clean = pd.Series([normalise(u) for u in uniques], dtype=object)
+    flags = categorise(clean)
+    flags.insert(0, "description_clean", clean)
+    out = flags.iloc[np.asarray(codes)].reset_index(drop=True)
+    out.index = descriptions.index
+    return out
