@@ -49,9 +49,20 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail("Azurite is not installed: run `npm ci` in the repo root")
     workdir = tmp_path_factory.mktemp("azurite")
     process = subprocess.Popen(
-        [str(binary), "--blobHost", AZURITE_HOST, "--blobPort", str(AZURITE_BLOB_PORT),
-         "--location", str(workdir), "--skipApiVersionCheck", "--loose", "--silent"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(binary),
+            "--blobHost",
+            AZURITE_HOST,
+            "--blobPort",
+            str(AZURITE_BLOB_PORT),
+            "--location",
+            str(workdir),
+            "--skipApiVersionCheck",
+            "--loose",
+            "--silent",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
     while not _listening(AZURITE_HOST, AZURITE_BLOB_PORT):

@@ -162,9 +162,7 @@ def test_every_row_is_accounted_for_exactly_once(messy_result) -> None:
     assert report["rows_duplicate"] == 1
     assert report["rows_quarantined"] == len(EXPECTED_REASONS)
     assert report["rows_used"] == report["rows_in"] - 1 - len(EXPECTED_REASONS)
-    quarantined_by_check = sum(
-        check(report, code) for code in set(EXPECTED_REASONS.values())
-    )
+    quarantined_by_check = sum(check(report, code) for code in set(EXPECTED_REASONS.values()))
     assert quarantined_by_check == report["rows_quarantined"]
 
 
@@ -212,12 +210,17 @@ def test_malformed_rows_are_quarantined_with_their_raw_text() -> None:
     result = run_pipeline(csv_bytes(text), now=NOW)
     assert result.report["rows_in"] == 3
     assert check(result.report, "malformed_row") == 2
-    assert sorted(result.quarantine["raw_line"]) == ["T2,C1,2025-02-01,-5.00,debit,TOO,MANY", "T3,C1"]
+    assert sorted(result.quarantine["raw_line"]) == [
+        "T2,C1,2025-02-01,-5.00,debit,TOO,MANY",
+        "T3,C1",
+    ]
     assert accounting_holds(result.report)
 
 
 def test_semicolon_delimited_file_with_bom_and_crlf_is_read() -> None:
-    text = "\ufefftransaction_id;customer_id;timestamp;amount;type\r\nT1;C1;2025-02-01;-5.00;debit\r\n"
+    text = (
+        "\ufefftransaction_id;customer_id;timestamp;amount;type\r\nT1;C1;2025-02-01;-5.00;debit\r\n"
+    )
     result = run_pipeline(csv_bytes(text), now=NOW)
     assert result.report["transactions_file"]["delimiter"] == ";"
     assert result.features["total_debit"].tolist() == [-5.0]
