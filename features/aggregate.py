@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.definitions import AGGREGATES, ID, MONTH_AGGREGATES
-from features.text import CATEGORIES, describe
+from features.text import CATEGORIES, describe_distinct
 
-# How a partial aggregate is combined with another of the same kind.
-COMBINE = {"sum": "sum", "min": "min", "max": "max"}
+# salary_ts of a transaction that is not a salary credit; real timestamps are positive.
+NO_SALARY = -1
 
 
 def month_index(ts: np.ndarray) -> np.ndarray:
@@ -24,35 +26,54 @@ def month_index(ts: np.ndarray) -> np.ndarray:
 
 
 def derive_rows(
-    customer_id: np.ndarray, amount_pence: np.ndarray, ts: np.ndarray, description: pd.Series
+    customer_code: np.ndarray, amount_pence: np.ndarray, ts: np.ndarray, description: pa.Array
 ) -> pd.DataFrame:
     """The ``ROW_COLUMNS`` of ``features.definitions`` for used transactions."""
-    flags = describe(description)
-    rows = pd.DataFrame({ID: customer_id, "one": np.ones(len(ts), dtype=np.int64)})
+    description_code, categories = describe_distinct(description)
+    rows = pd.DataFrame({ID: customer_code, "one": np.ones(len(ts), dtype=np.int64)})
     is_debit = amount_pence < 0
     rows["debit_pence"] = np.where(is_debit, amount_pence, 0)
     rows["credit_pence"] = np.where(is_debit, 0, amount_pence)
     rows["ts"] = ts
     rows["month"] = month_index(ts)
     for c in CATEGORIES:
-        rows[f"is_{c}"] = flags[f"is_{c}"].to_numpy().astype(np.int64)
+        rows[f"is_{c}"] = categories[f"is_{c}"].to_numpy()[description_code].astype(np.int64)
     spend = -rows["debit_pence"].to_numpy()
     rows["rent_pence"] = np.where(rows["is_rent"] == 1, spend, 0)
     rows["gambling_pence"] = np.where(rows["is_gambling"] == 1, spend, 0)
     # Salary credits only: a "salary" debit (e.g. paying a nanny's wages) is not income.
-    is_salary_credit = (rows["is_salary"] == 1) & ~is_debit
-    rows["salary_ts"] = pd.Series(ts, dtype="Int64").where(is_salary_credit)
+    is_salary_credit = (rows["is_salary"].to_numpy() == 1) & ~is_debit
     rows["is_salary"] = is_salary_credit.astype(np.int64)
+    rows["salary_ts"] = np.where(is_salary_credit, ts, NO_SALARY)
     return rows
 
 
-def aggregate(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Partial aggregates of one chunk: (per customer, per customer and month)."""
-    per_customer = rows.groupby(ID, sort=False).agg(
-        **{name: (column, op) for name, op, column in AGGREGATES}
-    )
-    per_month = rows.groupby([ID, "month"], sort=False).agg(
-        **{name: (column, op) for name, op, column in MONTH_AGGREGATES}
+def _group(rows: pd.DataFrame, keys: list[str], specs: tuple) -> pd.DataFrame:
+    """Apply (name, op, column) specs with one grouped reduction per operation."""
+    grouped = rows.groupby(keys, sort=False)
+    parts = []
+    for op in ("sum", "min", "max"):
+        chosen = [(name, column) for name, o, column in specs if o == op]
+        if chosen:
+            reduced = getattr(grouped[[column for _, column in chosen]], op)()
+            reduced.columns = [name for name, _ in chosen]
+            parts.append(reduced)
+    return pd.concat(parts, axis=1)[[name for name, _, _ in specs]]
+
+
+def aggregate(
+    customer_id: pa.Array, amount_pence: np.ndarray, ts: np.ndarray, description: pa.Array
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Partial aggregates of one chunk of used rows: (per customer, per customer-month)."""
+    encoded = pc.dictionary_encode(customer_id)
+    names = np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+    rows = derive_rows(np.asarray(encoded.indices), amount_pence, ts, description)
+    per_customer = _group(rows, [ID], AGGREGATES)
+    per_customer.index = pd.Index(names[per_customer.index.to_numpy()], name=ID)
+    per_month = _group(rows, [ID, "month"], MONTH_AGGREGATES)
+    codes = per_month.index.get_level_values(ID).to_numpy()
+    per_month.index = pd.MultiIndex.from_arrays(
+        [names[codes], per_month.index.get_level_values("month")], names=[ID, "month"]
     )
     return per_customer, per_month
 
@@ -66,13 +87,14 @@ def combine(
     customers = pd.concat([p[0] for p in partials])
     months = pd.concat([p[1] for p in partials])
     if len(partials) > 1:
-        customers = customers.groupby(level=0, sort=False).agg(
-            {name: COMBINE[op] for name, op, _ in AGGREGATES}
-        )
-        months = months.groupby(level=[0, 1], sort=False).agg(
-            {name: COMBINE[op] for name, op, _ in MONTH_AGGREGATES}
-        )
+        customers = _group(customers.reset_index(), [ID], _recombine(AGGREGATES))
+        months = _group(months.reset_index(), [ID, "month"], _recombine(MONTH_AGGREGATES))
     return customers, months
+
+
+def _recombine(specs: tuple) -> tuple:
+    """Specs that fold partial results: each output column reduced with its own op."""
+    return tuple((name, op, name) for name, op, _ in specs)
 
 
 def empty_aggregates() -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -188,7 +188,8 @@ def finalise(aggregates: pd.DataFrame, months: pd.DataFrame, as_of_ts: int) -> p
     out["rent_to_income"] = out["rent_to_income"].round(4)
     out["gambling_spend"] = _pounds(a["gambling_pence"])
     out["fee_count"] = a["n_fee"].astype("int64")
-    last_salary = a["last_salary_ts"]
+    # No salary: NaN, or a negative sentinel from engines that keep the column integer.
+    last_salary = a["last_salary_ts"].where(a["last_salary_ts"] >= 0)
     days = (as_of_ts - last_salary) // SECONDS_PER_DAY
     out["days_since_last_salary"] = days.fillna(MAX_DAYS).clip(0, MAX_DAYS).astype("int64")
     per_customer = months.groupby(ID)["salary_in_month"].agg(["size", "sum"])

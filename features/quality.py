@@ -158,22 +158,28 @@ def parse_amount_pence(raw: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def parse_timestamp(raw: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(epoch seconds, is_missing, is_invalid, is_non_iso) for raw timestamp strings."""
-    text = pc.utf8_trim_whitespace(raw)
-    text = pc.replace_substring_regex(text, r"Z$", "")
+    """(epoch seconds, is_missing, is_invalid, is_non_iso) for raw timestamp strings.
+
+    Formats are tried in order, ISO first; each later format only sees the rows that the
+    earlier ones could not parse, so a clean ISO column costs one pass.
+    """
+    text = pc.replace_substring_regex(pc.utf8_trim_whitespace(raw), r"Z$", "")
     missing = _blank(text)
-
-    def first_match(formats: tuple[str, ...]) -> pa.Array:
-        parsed = [pc.strptime(text, format=f, unit="s", error_is_null=True) for f in formats]
-        return pc.coalesce(*parsed)
-
-    iso = first_match(ISO_FORMATS)
-    uk = first_match(UK_FORMATS)
-    parsed = pc.coalesce(iso, uk)
-    is_parsed = np.asarray(pc.is_valid(parsed))
-    non_iso = is_parsed & ~np.asarray(pc.is_valid(iso))
-    seconds = np.asarray(pc.fill_null(pc.cast(parsed, pa.int64()), 0))
-    return seconds, missing, ~missing & ~is_parsed, non_iso
+    seconds = np.zeros(len(text), dtype=np.int64)
+    parsed = np.zeros(len(text), dtype=bool)
+    non_iso = np.zeros(len(text), dtype=bool)
+    remaining = np.flatnonzero(~missing)
+    for fmt in ISO_FORMATS + UK_FORMATS:
+        if not len(remaining):
+            break
+        attempt = pc.strptime(text.take(remaining), format=fmt, unit="s", error_is_null=True)
+        ok = np.asarray(pc.is_valid(attempt))
+        hit = remaining[ok]
+        seconds[hit] = np.asarray(pc.cast(attempt.filter(ok), pa.int64()))
+        parsed[hit] = True
+        non_iso[hit] = fmt in UK_FORMATS
+        remaining = remaining[~ok]
+    return seconds, missing, ~missing & ~parsed, non_iso
 
 
 def parse_chunk(columns: dict[str, pa.Array], now: datetime) -> ParsedChunk:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 LEXICON_PATH = Path(__file__).with_name("lexicon.json")
 # Anything that is not a letter (punctuation, digits, underscore, whitespace) becomes a space.
@@ -61,15 +63,25 @@ def categorise(normalised: pd.Series) -> pd.DataFrame:
     return pd.DataFrame(out, index=normalised.index)
 
 
-def describe(descriptions: pd.Series) -> pd.DataFrame:
-    """Normalise and categorise a column of raw descriptions, once per distinct value.
+def describe_distinct(descriptions: pa.Array) -> tuple[np.ndarray, pd.DataFrame]:
+    """Normalise and categorise each distinct description once.
 
-    Returns one row per input row: ``description_clean`` plus the ``is_<category>`` flags.
+    Returns (code per row, one row per distinct description with ``description_clean`` and
+    the ``is_<category>`` flags); row i's flags are ``table.iloc[codes[i]]``.
     """
-    codes, uniques = pd.factorize(descriptions.fillna(""), use_na_sentinel=False)
-    clean = pd.Series([normalise(u) for u in uniques], dtype=object)
-    flags = categorise(clean)
-    flags.insert(0, "description_clean", clean)
-    out = flags.iloc[np.asarray(codes)].reset_index(drop=True)
+    encoded = pc.dictionary_encode(pc.fill_null(descriptions, ""))
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    clean = pd.Series([normalise(d) for d in encoded.dictionary.to_pylist()], dtype=object)
+    table = categorise(clean)
+    table.insert(0, "description_clean", clean)
+    return np.asarray(encoded.indices), table
+
+
+def describe(descriptions: pd.Series) -> pd.DataFrame:
+    """``describe_distinct`` expanded back to one row per input row."""
+    values = pa.array(descriptions.astype(object).where(descriptions.notna(), None), pa.string())
+    codes, table = describe_distinct(values)
+    out = table.iloc[codes].reset_index(drop=True)
     out.index = descriptions.index
     return out
