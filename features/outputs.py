@@ -37,10 +37,8 @@ class QuarantineWriter:
         if self._columns is None:
             self._columns = list(frame.columns)
             frame.to_csv(self._handle, index=False, lineterminator="\n")
-        else:
-            frame[self._columns].to_csv(
-                self._handle, index=False, header=False, lineterminator="\n"
-            )
+        else:  # the pipeline always hands over the same columns in the same order
+            frame.to_csv(self._handle, index=False, header=False, lineterminator="\n")
 
     def finish(self, columns: list[str]) -> None:
         """Write the header alone if no row was quarantined."""

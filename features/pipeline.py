@@ -23,9 +23,9 @@ from features import aggregate
 from features.definitions import FEATURE_NAMES, ID, TARGET, finalise
 from features.labels import Labels, clean_labels
 from features.quality import FINDINGS, QUARANTINE_ORDER, RULES_BY_CODE, ParsedChunk, parse_chunk
-from features.reader import Source, open_csv, prefetch, rechunk
+from features.reader import Source, decode_utf8, escaped_line, open_csv, prefetch, rechunk
 from features.report import build_report
-from features.schema import TRANSACTION_ALIASES, TRANSACTION_REQUIRED, map_columns
+from features.schema import TRANSACTION_ALIASES, TRANSACTION_REQUIRED, InputError, map_columns
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,9 @@ def _hash_strings(*columns: pa.Array) -> np.ndarray:
     Python's own bytes hash (SipHash) on the joined raw bytes is the cheapest exact-enough
     key we have: a false match needs a 64-bit collision (about 3 in a million at 10M rows).
     """
-    joined = pc.binary_join_element_wise(*columns, "\x1f") if len(columns) > 1 else columns[0]
-    as_bytes = pc.cast(joined, pa.binary()).to_numpy(zero_copy_only=False)
+    as_binary = [pc.cast(c, pa.binary()) for c in columns]
+    joined = pc.binary_join_element_wise(*as_binary, pa.scalar(b"\x1f", pa.binary()))
+    as_bytes = joined.to_numpy(zero_copy_only=False)
     return np.fromiter(map(hash, as_bytes), dtype=np.int64, count=len(as_bytes)).view(np.uint64)
 
 
@@ -118,11 +119,14 @@ def _example_values(values: pa.Array, mask: np.ndarray) -> list[str]:
 class _TransactionJob:
     """State for one streaming pass over a transactions file."""
 
-    def __init__(self, header: list[str], now: datetime, on_quarantine: QuarantineSink) -> None:
+    def __init__(
+        self, header: list[str], delimiter: str, now: datetime, on_quarantine: QuarantineSink
+    ) -> None:
         self.columns = map_columns(
             header, TRANSACTION_ALIASES, TRANSACTION_REQUIRED, "transactions"
         )
         self.header = header
+        self.delimiter = delimiter
         self.now = now
         self.on_quarantine = on_quarantine
         self.seen_rows = SeenHashes()
@@ -132,15 +136,16 @@ class _TransactionJob:
         self.tally = Tally()
 
     def process(self, batch: pa.RecordBatch) -> None:
+        """Deduplicate, validate and aggregate one chunk of raw (binary) rows."""
         n = batch.num_rows
         self.tally.rows_in += n
-        raw = {name: batch.column(i) for i, name in enumerate(self.header)}
-        canonical = {c: batch.column(p) for c, p in self.columns.positions.items()}
-
         duplicate = self.seen_rows.repeats(_hash_strings(*batch.columns), remember=True)
+        text, not_utf8 = decode_utf8(batch)
+        canonical = {c: text[p] for c, p in self.columns.positions.items()}
 
         parsed = parse_chunk(canonical, self.now)
         reason = parsed.reason
+        reason[not_utf8] = "invalid_utf8"
         reason[duplicate] = None
         valid = ~duplicate & (reason == None)  # noqa: E711
         txn_hash = _hash_strings(parsed.transaction_id.filter(pa.array(valid)))
@@ -152,14 +157,15 @@ class _TransactionJob:
 
         self.tally.rows_duplicate += int(duplicate.sum())
         self.tally.rows_used += int(used.sum())
-        self._record_quarantine(raw, canonical, reason, duplicate)
+        self._record_quarantine(batch, text, canonical, reason, duplicate)
         self._record_findings(parsed, canonical, used)
         if used.any():
             self._aggregate(parsed, used)
 
     def _record_quarantine(
         self,
-        raw: dict[str, pa.Array],
+        batch: pa.RecordBatch,
+        text: list[pa.Array],
         canonical: dict[str, pa.Array],
         reason: np.ndarray,
         duplicate: np.ndarray,
@@ -180,13 +186,15 @@ class _TransactionJob:
                 )
         keep = pa.array(rejected)
         frame = pd.DataFrame(
-            {
-                name: values.filter(keep).to_numpy(zero_copy_only=False)
-                for name, values in raw.items()
-            }
+            {i: values.filter(keep).to_numpy(zero_copy_only=False) for i, values in enumerate(text)}
         )
+        frame.columns = self.header  # positional: duplicated header names survive
         frame[REASON] = reason[rejected]
-        frame[RAW_LINE] = ""
+        # Rows that are not UTF-8 keep their exact bytes, backslash-escaped, in raw_line.
+        frame[RAW_LINE] = [
+            escaped_line(batch, i, self.delimiter) if code == "invalid_utf8" else ""
+            for i, code in zip(np.flatnonzero(rejected), reason[rejected], strict=True)
+        ]
         self.on_quarantine(frame)
 
     def _record_findings(
@@ -236,7 +244,14 @@ def _shown(code: str, canonical: dict[str, pa.Array]) -> pa.Array:
 def read_labels(source: Source) -> Labels:
     """Load and validate a labels file (small: read whole)."""
     stream = open_csv(source, "labels")
-    raw = pa.Table.from_batches(list(stream.batches)).to_pandas()
+    batches = list(stream.batches)
+    if any(decode_utf8(b)[1].any() for b in batches):
+        raise InputError("labels: not valid UTF-8 text")
+    raw = (
+        pa.Table.from_batches(batches)
+        .cast(pa.schema([(f"c{i}", pa.string()) for i in range(len(stream.header))]))
+        .to_pandas()
+    )
     raw.columns = stream.header
     labels = clean_labels(raw, "labels")
     if stream.malformed:
@@ -275,7 +290,7 @@ def run_pipeline(
 
     label_result = read_labels(labels) if labels is not None else None
     stream = open_csv(transactions, "transactions")
-    job = _TransactionJob(stream.header, now, counting_sink)
+    job = _TransactionJob(stream.header, stream.delimiter, now, counting_sink)
     started = last_log = time.monotonic()
     for batch in rechunk(prefetch(stream.batches), chunk_rows):
         job.process(batch)

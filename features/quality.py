@@ -57,6 +57,12 @@ RULES: tuple[Rule, ...] = (
         "Row identical in every field to an earlier row.",
     ),
     Rule("malformed_row", "*", "quarantined", "Row has the wrong number of fields."),
+    Rule(
+        "invalid_utf8",
+        "*",
+        "quarantined (bytes kept, escaped, in raw_line)",
+        "Row contains bytes that are not UTF-8 text.",
+    ),
     Rule("missing_customer_id", "customer_id", "quarantined", "Customer id empty."),
     Rule("missing_transaction_id", "transaction_id", "quarantined", "Transaction id empty."),
     Rule("missing_amount", "amount", "quarantined", "Amount empty."),

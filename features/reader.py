@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from features.schema import InputError
@@ -28,6 +30,37 @@ BLOCK_BYTES = 16 << 20
 BOM = b"\xef\xbb\xbf"
 
 Source = str | Path | BinaryIO
+
+
+def decode_utf8(batch: pa.RecordBatch) -> tuple[list[pa.Array], np.ndarray]:
+    """Columns as text, and a mask of rows holding bytes that are not UTF-8.
+
+    The fast path validates whole columns at once; only a chunk that fails is walked row
+    by row, and its bad values become text with U+FFFD replacement characters.
+    """
+    bad = np.zeros(batch.num_rows, dtype=bool)
+    try:
+        return [pc.cast(column, pa.string()) for column in batch.columns], bad
+    except pa.ArrowInvalid:
+        pass
+    columns = []
+    for column in batch.columns:
+        values = column.to_pylist()
+        decoded = []
+        for i, value in enumerate(values):
+            try:
+                decoded.append(value.decode("utf-8"))
+            except UnicodeDecodeError:
+                bad[i] = True
+                decoded.append(value.decode("utf-8", "replace"))
+        columns.append(pa.array(decoded, pa.string()))
+    return columns, bad
+
+
+def escaped_line(batch: pa.RecordBatch, row: int, delimiter: str) -> str:
+    """A raw row rebuilt from its exact bytes, with non-UTF-8 bytes backslash-escaped."""
+    fields = [column[row].as_py() or b"" for column in batch.columns]
+    return delimiter.encode().join(fields).decode("utf-8", "backslashreplace")
 
 
 class _Prefixed(io.RawIOBase):
@@ -124,7 +157,7 @@ def open_csv(source: Source, label: str) -> CsvStream:
                 delimiter=delimiter, newlines_in_values=True, invalid_row_handler=keep_malformed
             ),
             convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names},
+                column_types={n: pa.binary() for n in names},
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
