@@ -1,0 +1,217 @@
+// Storage for the data lake (raw -> curated/quarantine), the model bundles, the Flex
+// Consumption deployment package and the Functions host itself (AzureWebJobsStorage).
+// Identity-only access: shared keys are off, so every caller needs an Entra ID role.
+
+@description('Storage account name (3-24 lowercase letters and digits).')
+@minLength(3)
+@maxLength(24)
+param name string
+
+param location string
+param tags object
+
+@description('Replication. ZRS keeps the data through a zone outage for a few pence a GB more than LRS.')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+])
+param skuName string = 'Standard_ZRS'
+
+@description('Blob container that holds the Flex Consumption deployment package.')
+param deploymentContainerName string
+
+@description('Container that receives Event Grid events that could not be delivered.')
+param deadLetterContainerName string
+
+@description('Days after last modification before raw uploads move to the cool tier.')
+@minValue(1)
+param rawToCoolAfterDays int = 30
+
+@description('Days deleted blobs and containers stay recoverable (soft delete).')
+@minValue(1)
+@maxValue(365)
+param softDeleteDays int = 14
+
+@description('Days previous versions of models/ and curated/ blobs are kept.')
+@minValue(1)
+param protectedVersionRetentionDays int = 90
+
+// The data containers named in the team contract, plus the two the platform needs.
+var dataContainers = [
+  'raw'
+  'curated'
+  'quarantine'
+  'models'
+]
+var allContainers = concat(dataContainers, [
+  deploymentContainerName
+  deadLetterContainerName
+])
+
+resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_35: No VNet in this design (Flex Consumption without VNet integration reaches storage over its public endpoint, and private endpoints would add ~GBP 15/month each); access is Entra ID only with shared keys disabled.
+  // checkov:skip=CKV_AZURE_59: Same reason as CKV_AZURE_35: the public endpoint must stay reachable for the Functions host and Event Grid; anonymous and key access are both disabled.
+  // checkov:skip=CKV_AZURE_206: Replication is the skuName parameter (default Standard_ZRS); checkov does not evaluate parameter defaults, and LRS stays allowed for throwaway environments.
+  name: name
+  location: location
+  tags: tags
+  sku: {
+    name: skuName
+  }
+  kind: 'StorageV2'
+  properties: {
+    accessTier: 'Hot'
+    allowBlobPublicAccess: false
+    allowSharedKeyAccess: false
+    allowCrossTenantReplication: false
+    defaultToOAuthAuthentication: true
+    isLocalUserEnabled: false
+    isSftpEnabled: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+    encryption: {
+      keySource: 'Microsoft.Storage'
+      requireInfrastructureEncryption: true
+      services: {
+        blob: {
+          enabled: true
+          keyType: 'Account'
+        }
+        file: {
+          enabled: true
+          keyType: 'Account'
+        }
+        queue: {
+          enabled: true
+          keyType: 'Account'
+        }
+        table: {
+          enabled: true
+          keyType: 'Account'
+        }
+      }
+    }
+  }
+}
+
+// Versioning and soft delete are properties of the whole blob service, not of one
+// container. The lifecycle policy below therefore keeps old versions for long only in
+// models/ and curated/, and expires them quickly everywhere else to hold cost down.
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+  properties: {
+    isVersioningEnabled: true
+    deleteRetentionPolicy: {
+      enabled: true
+      days: softDeleteDays
+      allowPermanentDelete: false
+    }
+    containerDeleteRetentionPolicy: {
+      enabled: true
+      days: softDeleteDays
+    }
+  }
+}
+
+resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for containerName in allContainers: {
+  parent: blobService
+  name: containerName
+  properties: {
+    publicAccess: 'None'
+  }
+}]
+
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: account
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          enabled: true
+          name: 'raw-to-cool'
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [
+                'raw/'
+              ]
+            }
+            actions: {
+              baseBlob: {
+                tierToCool: {
+                  daysAfterModificationGreaterThan: rawToCoolAfterDays
+                }
+              }
+            }
+          }
+        }
+        {
+          enabled: true
+          name: 'keep-protected-versions'
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [
+                'models/'
+                'curated/'
+              ]
+            }
+            actions: {
+              version: {
+                delete: {
+                  daysAfterCreationGreaterThan: protectedVersionRetentionDays
+                }
+              }
+            }
+          }
+        }
+        {
+          enabled: true
+          name: 'expire-other-versions'
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [
+                'raw/'
+                'quarantine/'
+                '${deploymentContainerName}/'
+                '${deadLetterContainerName}/'
+                'azure-webjobs'
+              ]
+            }
+            actions: {
+              version: {
+                delete: {
+                  daysAfterCreationGreaterThan: 1
+                }
+              }
+            }
+          }
+        }
+      ]
+    }
+  }
+}
+
+output id string = account.id
+output name string = account.name
+output blobEndpoint string = account.properties.primaryEndpoints.blob
+output queueEndpoint string = account.properties.primaryEndpoints.queue
+output tableEndpoint string = account.properties.primaryEndpoints.table
+output deploymentContainerUrl string = '${account.properties.primaryEndpoints.blob}${deploymentContainerName}'
