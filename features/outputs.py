@@ -54,6 +54,8 @@ def write_outputs(result: PipelineResult, out_dir: Path) -> list[Path]:
     targets = {"features.csv": result.features}
     if result.training_set is not None:
         targets["training_set.csv"] = result.training_set
+    if result.label_quarantine is not None:
+        targets["labels_quarantine.csv"] = result.label_quarantine
     for name, frame in targets.items():
         written.append(_write_atomic(out_dir / name, to_csv_text(frame)))
     report = json.dumps(result.report, indent=2, ensure_ascii=False) + "\n"

@@ -109,6 +109,7 @@ class PipelineResult:
     report: dict
     quarantine_rows: int
     quarantine: pd.DataFrame | None  # only when no quarantine sink was given
+    label_quarantine: pd.DataFrame | None = None  # rejected label rows, when labels given
 
 
 def _example_values(values: pa.Array, mask: np.ndarray) -> list[str]:
@@ -325,6 +326,7 @@ def run_pipeline(
         report=report,
         quarantine_rows=quarantined,
         quarantine=quarantine,
+        label_quarantine=label_result.quarantine if label_result is not None else None,
     )
 
 

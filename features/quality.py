@@ -167,7 +167,8 @@ def parse_timestamp(raw: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     """(epoch seconds, is_missing, is_invalid, is_non_iso) for raw timestamp strings.
 
     Formats are tried in order, ISO first; each later format only sees the rows that the
-    earlier ones could not parse, so a clean ISO column costs one pass.
+    earlier ones could not parse, so a clean ISO column costs one pass. Fields must be
+    zero-padded (2025-02-01, not 2025-2-1) and the date must exist.
     """
     text = pc.replace_substring_regex(pc.utf8_trim_whitespace(raw), r"Z$", "")
     missing = _blank(text)
@@ -178,8 +179,12 @@ def parse_timestamp(raw: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     for fmt in ISO_FORMATS + UK_FORMATS:
         if not len(remaining):
             break
-        attempt = pc.strptime(text.take(remaining), format=fmt, unit="s", error_is_null=True)
-        ok = np.asarray(pc.is_valid(attempt))
+        candidates = text.take(remaining)
+        attempt = pc.strptime(candidates, format=fmt, unit="s", error_is_null=True)
+        # strptime rolls impossible dates over (30 February -> 2 March): only a value
+        # that formats back to the same text is a real date.
+        same = pc.equal(pc.strftime(attempt, format=fmt), candidates)
+        ok = np.asarray(pc.fill_null(same, False))
         hit = remaining[ok]
         seconds[hit] = np.asarray(pc.cast(attempt.filter(ok), pa.int64()))
         parsed[hit] = True

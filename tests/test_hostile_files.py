@@ -54,7 +54,7 @@ PROCESSED = {
     "latin1_bytes.csv": (2, 1, 1),
     "extra_columns.csv": (2, 1, 1),
     "odd_amounts.csv": (8, 3, 5),
-    "odd_timestamps.csv": (6, 2, 4),
+    "odd_timestamps.csv": (9, 3, 6),
 }
 
 
@@ -126,6 +126,8 @@ def test_odd_timestamps() -> None:
         "T2": "timestamp_out_of_range",
         "T3": "timestamp_out_of_range",
         "T6": "invalid_timestamp",
+        "T7": "invalid_timestamp",
+        "T8": "invalid_timestamp",
     }
     assert result.report["as_of"].startswith("2025-02-01T10:00:00")
 

@@ -255,6 +255,10 @@ def test_label_rules() -> None:
     assert counts["invalid_label"] == 1
     assert counts["missing_customer_id"] == 1
     assert result.training_set["customer_id"].tolist() == ["C1"]  # C2 ambiguous, C5 unlabelled
+    assert sorted(result.label_quarantine["reason"]) == [
+        "conflicting_label", "conflicting_label", "invalid_label", "missing_customer_id",
+    ]  # fmt: skip
+    assert list(result.label_quarantine.columns[:2]) == ["customer_id", "defaulted_within_90d"]
     assert result.report["customers_without_label"] == 2  # C2, C5
     assert result.report["labels_without_transactions"] == 1  # C4
 
@@ -268,7 +272,8 @@ def test_cli_writes_all_outputs(tmp_path: Path, handover_dir: Path) -> None:
     assert code == 0
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [
-        "dq_report.json", "dq_report.md", "features.csv", "quarantine.csv", "training_set.csv",
+        "dq_report.json", "dq_report.md", "features.csv", "labels_quarantine.csv",
+        "quarantine.csv", "training_set.csv",
     ]  # fmt: skip
     training = pd.read_csv(tmp_path / "training_set.csv")
     assert training.columns[0] == "customer_id" and training.columns[-1] == "defaulted"
