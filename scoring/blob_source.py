@@ -1,0 +1,84 @@
+"""Model bundles in Blob Storage: ``<MODEL_CONTAINER>/<MODEL_NAME>/model.joblib|model.json``.
+
+A ``BundleSource`` for ``scoring.bundle.load_bundle``, which does the sha256 check before
+unpickling; this module only fetches bytes and turns storage failures into ``BundleError``
+messages that are safe to show (no account keys, no URLs with tokens). The function app
+installs ``source_from_settings`` as the model holder's factory, so the bundle is fetched
+once per warm instance, on first use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from scoring.bundle import BundleError, BundleSource
+from scoring.manifest import MANIFEST_FILE, MODEL_FILE
+from scoring.settings import local_source
+
+DEFAULT_CONTAINER = "models"
+DEFAULT_NAME = "current"
+# A pickled logistic regression is kilobytes; refuse anything absurd before downloading it.
+MAX_BUNDLE_FILE_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class BlobBundleSource:
+    """A bundle under ``<container>/<name>/`` read through a ``ContainerClient``."""
+
+    container: Any  # azure.storage.blob.ContainerClient
+    name: str
+
+    def describe(self) -> str:
+        return f"blob {self.container.container_name}/{self.name}"
+
+    def _read(self, file: str) -> bytes:
+        from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+
+        where = f"{self.container.container_name}/{self.name}/{file}"
+        try:
+            download = self.container.download_blob(f"{self.name}/{file}")
+            if download.size > MAX_BUNDLE_FILE_BYTES:
+                raise BundleError(f"{where} is {download.size} bytes; refusing to load it")
+            return download.readall()
+        except ResourceNotFoundError as exc:
+            raise BundleError(f"{where} not found in blob storage") from exc
+        except HttpResponseError as exc:
+            raise BundleError(f"{where} could not be read (HTTP {exc.status_code})") from exc
+        except AzureError as exc:  # connection, auth or timeout: message only by type
+            raise BundleError(f"{where} could not be read ({type(exc).__name__})") from exc
+
+    def read_manifest(self) -> bytes:
+        return self._read(MANIFEST_FILE)
+
+    def read_model(self) -> bytes:
+        return self._read(MODEL_FILE)
+
+
+def model_location() -> tuple[str, str] | None:
+    """``(container, name)`` when ``MODEL_CONTAINER`` is set, else None (local bundle)."""
+    container = (os.environ.get("MODEL_CONTAINER") or "").strip()
+    if not container:
+        return None
+    return container, (os.environ.get("MODEL_NAME") or "").strip() or DEFAULT_NAME
+
+
+def source_from_settings() -> BundleSource:
+    """The bundle source the settings ask for: blob storage when ``MODEL_CONTAINER`` is set
+    (connection ``AzureWebJobsStorage``), otherwise ``MODEL_DIR`` on local disk.
+
+    Called by ``ModelHolder`` on each load attempt; storage misconfiguration becomes a
+    ``BundleError`` (a 503 naming the missing setting), never a crash at import.
+    """
+    location = model_location()
+    if location is None:
+        return local_source()
+    from features.blob_batch import StorageNotConfiguredError, connect
+
+    container, name = location
+    try:
+        service = connect()
+    except (StorageNotConfiguredError, ValueError) as exc:
+        raise BundleError(f"model storage is not configured: {exc}") from exc
+    return BlobBundleSource(service.get_container_client(container), name)

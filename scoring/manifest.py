@@ -1,0 +1,106 @@
+"""The bundle manifest (``model.json``): what a model expects and how far to trust it.
+
+The manifest is the only record of a model's input order, so it is validated hard: every
+accepted request field must be a Part 1 feature, no field feeds two inputs, and only 0/1
+flags may be optional (defaulting to 0). Numeric aggregates are never imputed.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from features.definitions import FEATURE_NAMES, FLAG_FEATURES
+
+MANIFEST_FILE = "model.json"
+MODEL_FILE = "model.joblib"
+
+
+class ManifestError(ValueError):
+    """The manifest is unreadable or inconsistent."""
+
+
+class InputSpec(BaseModel):
+    """One model input, in estimator column order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(description="The model's own name for this input.")
+    accepts: Annotated[list[str], Field(min_length=1)] = Field(
+        description="Request field names that feed this input, first match wins."
+    )
+    optional: bool = Field(description="May be absent from a request (flags only).")
+    default: float | None = Field(default=None, description="Value used when absent.")
+
+    @model_validator(mode="after")
+    def _check(self) -> InputSpec:
+        unknown = [a for a in self.accepts if a not in FEATURE_NAMES]
+        if unknown:
+            raise ValueError(f"input {self.name!r} accepts unknown request fields {unknown}")
+        if self.optional:
+            not_flags = [a for a in self.accepts if a not in FLAG_FEATURES]
+            if not_flags:
+                raise ValueError(
+                    f"input {self.name!r} is optional but {not_flags} are not 0/1 flags; "
+                    "numeric aggregates may not be defaulted"
+                )
+            if self.default != 0:
+                raise ValueError(f"optional input {self.name!r} must default to 0")
+        elif self.default is not None:
+            raise ValueError(f"required input {self.name!r} must not have a default")
+        return self
+
+
+class Manifest(BaseModel):
+    """Everything a service needs to serve a model and to tell its users what it is."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    format_version: Literal[1]
+    name: str
+    version: str
+    created: datetime
+    placeholder: bool = Field(description="True for a model that is not fit for decisions.")
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    sklearn_version: str = Field(description="scikit-learn version the model was pickled with.")
+    estimator: str
+    inputs: Annotated[list[InputSpec], Field(min_length=1)]
+    threshold: Annotated[float, Field(gt=0, lt=1)]
+    threshold_reason: str
+    metrics: dict[str, Any] | None
+    notes: str
+
+    @model_validator(mode="after")
+    def _check_inputs(self) -> Manifest:
+        names = [i.name for i in self.inputs]
+        if len(set(names)) != len(names):
+            raise ValueError("input names must be unique")
+        fields = [a for i in self.inputs for a in i.accepts]
+        dup = sorted({a for a in fields if fields.count(a) > 1})
+        if dup:
+            raise ValueError(f"request fields {dup} feed more than one input")
+        return self
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def parse_manifest(raw: bytes) -> Manifest:
+    """Parse and validate manifest bytes; errors name the offending part."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{MANIFEST_FILE} is not valid UTF-8 JSON: {exc}") from exc
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ManifestError(f"{MANIFEST_FILE} invalid at {where}: {first['msg']}") from exc
+
+
+def dump_manifest(manifest: Manifest) -> bytes:
+    """Stable, human-readable JSON for a manifest."""
+    return (json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n").encode("utf-8")

@@ -1,0 +1,316 @@
+"""The scoring API through its ASGI app (real HTTP semantics via httpx/TestClient),
+serving the default (handover) bundle in artifacts/."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from features.definitions import FEATURE_NAMES, FLAG_FEATURES
+from scoring import api
+from scoring.schema import BRIEF_EXAMPLE, MAX_BATCH
+from scoring.settings import MAX_BODY_BYTES, PROJECT_ROOT, local_source
+
+BRIEF_RESPONSE_KEYS = {"customer_id", "probability", "prediction"}
+
+
+@pytest.fixture(scope="module")
+def client(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch_module.delenv("MODEL_DIR", raising=False)
+    api.holder.reset(local_source)
+    with TestClient(api.app) as c:
+        yield c
+    api.holder.reset(local_source)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def handover_probability(row: list[float]) -> float:
+    """The handover estimator's own answer, for comparison."""
+    model = api.holder.get().estimator
+    return float(model.predict_proba(np.array([row]))[0, 1])
+
+
+@pytest.mark.parametrize("path", ["/predict", "/api/predict"])
+def test_brief_example_works_at_both_paths(client: TestClient, path: str) -> None:
+    r = client.post(path, json=BRIEF_EXAMPLE)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) >= BRIEF_RESPONSE_KEYS
+    assert body["customer_id"] == "CUST001"
+    # 9 inputs in the manifest's order; absent flags defaulted to 0.
+    expected = handover_probability([15, -1250.50, 3500.00, 150.03, 1, 0, 0, 1, 0])
+    assert body["probability"] == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert body["prediction"] == int(expected >= body["threshold"])
+    assert body["defaulted_fields"] == ["has_netflix", "has_tesco", "has_bonus"]
+    assert body["model_version"].startswith("handover-logreg@")
+    assert body["ignored_fields"] == []
+
+
+def test_reasons_are_the_largest_positive_contributions(client: TestClient) -> None:
+    body = client.post("/predict", json=BRIEF_EXAMPLE).json()
+    coef = api.holder.get().estimator.coef_[0]
+    x = np.array([15, -1250.50, 3500.00, 150.03, 1, 0, 0, 1, 0])
+    contrib = coef * x
+    names = [i.accepts[0] for i in api.holder.get().manifest.inputs]
+    top = [names[j] for j in np.argsort(-contrib)[:3] if contrib[j] > 0]
+    assert [r["feature"] for r in body["reasons"]] == top
+    assert body["reasons"][0]["contribution"] == pytest.approx(contrib.max())
+
+
+def test_supplied_flags_are_used_not_defaulted(client: TestClient) -> None:
+    req = {**BRIEF_EXAMPLE, "has_netflix": 1, "has_tesco": 1, "has_bonus": 1}
+    body = client.post("/predict", json=req).json()
+    assert body["defaulted_fields"] == []
+    expected = handover_probability([15, -1250.50, 3500.00, 150.03, 1, 1, 1, 1, 1])
+    assert body["probability"] == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+def test_known_fields_the_model_does_not_use_are_reported(client: TestClient) -> None:
+    body = client.post(
+        "/predict", json={**BRIEF_EXAMPLE, "has_gambling": 1, "net_flow": 10.0}
+    ).json()
+    assert body["ignored_fields"] == ["has_gambling", "net_flow"]
+
+
+def _error_fields(r) -> list[str]:
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    for err in detail:  # every message names its field
+        assert str(err["loc"][-1]) in err["msg"]
+    return [str(e["loc"][-1]) for e in detail]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("num_transactions", "15"),  # string for a number
+        ("num_transactions", 15.5),  # non-integer count
+        ("num_transactions", 15.0),  # counts are integers, strictly
+        ("num_transactions", -1),  # negative count
+        ("num_transactions", True),  # bool is not a number here
+        ("total_credit", "3500"),
+        ("total_credit", -1.0),  # credits are >= 0
+        ("total_debit", 1250.5),  # debits are <= 0 (contract sign)
+        ("avg_amount", None),  # explicit null is not "absent"
+        ("avg_amount", 1e300),  # beyond any plausible amount
+        ("has_rent", 2),  # flags are 0/1
+        ("has_rent", -1),
+        ("has_rent", 0.5),
+        ("has_rent", True),
+        ("has_salary", "1"),
+        ("customer_id", 123),
+        ("customer_id", ""),
+        ("customer_id", "X" * 65),
+        ("customer_id", "CUST 001"),  # whitespace is not allowed in ids
+        ("salary_month_share", 1.5),
+        ("days_since_last_salary", 400),
+    ],
+)
+def test_invalid_values_are_rejected_naming_the_field(
+    client: TestClient, field: str, value: object
+) -> None:
+    r = client.post("/predict", json={**BRIEF_EXAMPLE, field: value})
+    assert _error_fields(r) == [field]
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_json_nan_and_infinity_are_rejected(client: TestClient, literal: str) -> None:
+    raw = json.dumps(BRIEF_EXAMPLE).replace("150.03", literal)
+    r = client.post("/predict", content=raw, headers={"content-type": "application/json"})
+    assert _error_fields(r) == ["avg_amount"]
+
+
+def test_unknown_field_is_rejected(client: TestClient) -> None:
+    r = client.post("/predict", json={**BRIEF_EXAMPLE, "income": 1})
+    assert _error_fields(r) == ["income"]
+    assert r.json()["detail"][0]["type"] == "extra_forbidden"
+
+
+@pytest.mark.parametrize(
+    "field", ["num_transactions", "total_debit", "total_credit", "avg_amount", "customer_id"]
+)
+def test_missing_required_field_is_rejected(client: TestClient, field: str) -> None:
+    req = {k: v for k, v in BRIEF_EXAMPLE.items() if k != field}
+    r = client.post("/predict", json=req)
+    assert _error_fields(r) == [field]
+    assert r.json()["detail"][0]["type"] == "missing"
+
+
+def test_all_missing_required_fields_are_listed_together(client: TestClient) -> None:
+    r = client.post("/predict", json={"customer_id": "C1"})
+    assert sorted(_error_fields(r)) == sorted(
+        ["num_transactions", "total_debit", "total_credit", "avg_amount"]
+    )
+
+
+def test_every_part1_feature_is_accepted_with_a_valid_value(client: TestClient) -> None:
+    req = {**BRIEF_EXAMPLE}
+    for name in FEATURE_NAMES:
+        req.setdefault(name, 1 if name in FLAG_FEATURES else 0)
+    r = client.post("/predict", json=req)
+    assert r.status_code == 200, r.text
+    assert r.json()["defaulted_fields"] == []
+
+
+def test_invalid_json_is_422(client: TestClient) -> None:
+    r = client.post(
+        "/predict", content=b'{"customer_id": ', headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422
+    assert "not valid JSON" in r.json()["detail"][0]["msg"]
+
+
+def test_non_object_body_is_422(client: TestClient) -> None:
+    r = client.post("/predict", json=[BRIEF_EXAMPLE])
+    assert r.status_code == 422
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_wrong_content_type_is_415(client: TestClient, ctype: str | None) -> None:
+    headers = {"content-type": ctype} if ctype else {}
+    r = client.post("/predict", content=json.dumps(BRIEF_EXAMPLE), headers=headers)
+    assert r.status_code == 415
+    assert "application/json" in r.json()["detail"]
+
+
+def test_json_with_charset_is_accepted(client: TestClient) -> None:
+    r = client.post(
+        "/predict",
+        content=json.dumps(BRIEF_EXAMPLE),
+        headers={"content-type": "application/json; charset=utf-8"},
+    )
+    assert r.status_code == 200
+
+
+def test_oversized_body_is_413(client: TestClient) -> None:
+    big = json.dumps({**BRIEF_EXAMPLE, "customer_id": "A" * (MAX_BODY_BYTES + 10)})
+    r = client.post("/predict", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_batch_scores_like_single_calls(client: TestClient) -> None:
+    items = [
+        {**BRIEF_EXAMPLE, "customer_id": f"C{i}", "num_transactions": i, "total_debit": -10.0 * i}
+        for i in range(1, 21)
+    ]
+    r = client.post("/predict/batch", json={"items": items})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["customer_id"] for x in results] == [f"C{i}" for i in range(1, 21)]
+    for item, res in zip(items, results, strict=True):
+        single = client.post("/predict", json=item).json()
+        assert res["probability"] == pytest.approx(single["probability"], rel=1e-9, abs=1e-15)
+        assert res["prediction"] == single["prediction"]
+
+
+def test_batch_at_the_limit_is_accepted(client: TestClient) -> None:
+    items = [{**BRIEF_EXAMPLE, "customer_id": f"C{i}"} for i in range(MAX_BATCH)]
+    r = client.post("/predict/batch", json={"items": items})
+    assert r.status_code == 200
+    assert len(r.json()["results"]) == MAX_BATCH
+
+
+def test_batch_over_the_limit_is_422(client: TestClient) -> None:
+    items = [{**BRIEF_EXAMPLE, "customer_id": f"C{i}"} for i in range(MAX_BATCH + 1)]
+    r = client.post("/predict/batch", json={"items": items})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "items"]
+    assert "items" in r.json()["detail"][0]["msg"]
+
+
+def test_empty_batch_is_422(client: TestClient) -> None:
+    assert client.post("/predict/batch", json={"items": []}).status_code == 422
+
+
+def test_batch_errors_name_item_and_field(client: TestClient) -> None:
+    items = [
+        BRIEF_EXAMPLE,
+        {**BRIEF_EXAMPLE, "has_rent": 7},
+        {k: v for k, v in BRIEF_EXAMPLE.items() if k != "total_credit"},
+    ]
+    r = client.post("/predict/batch", json={"items": items})
+    assert r.status_code == 422
+    locs = [e["loc"] for e in r.json()["detail"]]
+    assert locs == [["body", "items", 1, "has_rent"]]  # schema errors first
+    r = client.post("/predict/batch", json={"items": [items[0], items[2]]})
+    assert [e["loc"] for e in r.json()["detail"]] == [["body", "items", 1, "total_credit"]]
+    assert (
+        "items.1.has_rent"
+        in client.post("/predict/batch", json={"items": items[:2]}).json()["detail"][0]["msg"]
+    )
+
+
+def test_health_ready_and_model(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert ready.json()["placeholder"] is True
+    model = client.get("/model")
+    assert model.status_code == 200
+    meta = model.json()
+    assert meta["manifest"]["placeholder"] is True
+    assert "placeholder" in meta["manifest"]["notes"].lower()
+    assert [i["name"] for i in meta["manifest"]["inputs"]][:2] == ["txn_count", "total_debit"]
+    # the sklearn 1.1.3 -> current mismatch is surfaced, not hidden
+    assert any("1.1.3" in w for w in meta["warnings"])
+    assert str(PROJECT_ROOT) not in model.text and "/work" not in model.text
+
+
+def test_api_prefix_routes_answer_but_stay_out_of_the_schema(client: TestClient) -> None:
+    assert client.get("/api/health").status_code == 200
+    assert client.get("/api/ready").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/predict" in paths and "/predict/batch" in paths
+    assert not any(p.startswith("/api/") for p in paths)
+
+
+def test_openapi_documents_the_brief_example(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    req = schema["components"]["schemas"]["PredictRequest"]
+    assert BRIEF_EXAMPLE in req["examples"]
+    assert req["additionalProperties"] is False
+    assert client.get("/docs").status_code == 200
+
+
+def test_probabilities_are_finite_for_extreme_valid_inputs(client: TestClient) -> None:
+    req = {**BRIEF_EXAMPLE, "total_debit": -1e10, "total_credit": 0.0, "avg_amount": -1e10}
+    body = client.post("/predict", json=req).json()
+    assert math.isfinite(body["probability"]) and 0.0 <= body["probability"] <= 1.0
+
+
+def test_same_app_answers_under_the_azure_functions_adapter() -> None:
+    """The function app mounts this very object; its scope path includes /api."""
+    import asyncio
+
+    import azure.functions as func
+
+    api.holder.reset(local_source)
+    function_app = func.AsgiFunctionApp(app=api.app, http_auth_level=func.AuthLevel.ANONYMOUS)
+    handler = function_app.get_functions()[0].get_user_function()
+
+    def call(body: bytes, ctype: str) -> func.HttpResponse:
+        req = func.HttpRequest(
+            method="POST",
+            url="http://localhost:7071/api/predict",
+            body=body,
+            headers={"Content-Type": ctype},
+        )
+        return asyncio.run(handler(req, None))
+
+    ok = call(json.dumps(BRIEF_EXAMPLE).encode(), "application/json")
+    assert ok.status_code == 200
+    assert json.loads(ok.get_body())["customer_id"] == "CUST001"
+    assert call(b"{}", "text/plain").status_code == 415
+    bad = call(json.dumps({**BRIEF_EXAMPLE, "has_rent": 5}).encode(), "application/json")
+    assert bad.status_code == 422 and b"has_rent" in bad.get_body()
