@@ -1,0 +1,100 @@
+"""Azure Functions entry point (Python v2 model): HTTP scoring and the blob-triggered batch.
+
+Thin on purpose: decorators and wiring only. The HTTP side is ``scoring.api``'s FastAPI app
+behind ``AsgiFunctionApp`` (every route under ``/api/``, keyed with ``AuthLevel.FUNCTION``
+in Azure; ``func start`` does not check keys). The batch side is
+``features.blob_batch.handle_blob_event``.
+
+Settings (read at import, as the trigger's source must be known when functions are indexed):
+``AzureWebJobsStorage`` (connection), ``BLOB_TRIGGER_SOURCE`` (``LogsAndContainerScan``
+locally, ``EventGrid`` on Flex Consumption), ``MODEL_CONTAINER``/``MODEL_NAME`` or
+``MODEL_DIR`` (which model bundle to serve).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Any
+
+import azure.functions as func
+import pandas as pd
+
+from features import blob_batch
+from scoring import api
+from scoring.blob_source import source_from_settings
+from scoring.holder import ModelUnavailableError
+
+STORAGE_SETTING = blob_batch.STORAGE_SETTING
+API_ROOT = "/api"
+HTTP_FUNCTION = "http_app_func"
+BLOB_FUNCTION = "process_batch_blob"  # infra/modules/eventgrid.bicep subscribes to this name
+
+log = logging.getLogger("function_app")
+
+
+def blob_trigger_source(value: str | None) -> func.BlobSource:
+    """``BLOB_TRIGGER_SOURCE`` as a trigger source; an unknown value fails indexing loudly."""
+    text = (value or "").strip() or func.BlobSource.LOGS_AND_CONTAINER_SCAN.value
+    for source in func.BlobSource:
+        if text.lower() in (source.value.lower(), source.name.lower()):
+            return source
+    allowed = ", ".join(s.value for s in func.BlobSource)
+    raise ValueError(f"BLOB_TRIGGER_SOURCE={text!r} is not one of: {allowed}")
+
+
+def under_api_root(asgi_app: Any) -> Any:
+    """Tell the ASGI app that ``/api`` is the host's prefix (``root_path``), as a proxy
+    would: routes then match without it, and ``/api/docs`` points at ``/api/openapi.json``."""
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        prefixed = path == API_ROOT or path.startswith(API_ROOT + "/")
+        if scope.get("type") == "http" and prefixed and not scope.get("root_path"):
+            scope = {**scope, "root_path": API_ROOT}
+        await asgi_app(scope, receive, send)
+
+    return app
+
+
+@functools.cache
+def batch_store() -> blob_batch.BlobStore:
+    """One storage client per instance, created on first use (not at import)."""
+    return blob_batch.BlobStore(blob_batch.connect(STORAGE_SETTING))
+
+
+def predict_with_current_model(features: pd.DataFrame) -> pd.DataFrame:
+    """Batch predictions with the same model instance the HTTP API serves."""
+    try:
+        model = api.holder.get()
+    except ModelUnavailableError as exc:
+        raise blob_batch.PredictionsUnavailableError(str(exc)) from exc
+    return blob_batch.predictions_frame(model, features)
+
+
+# The model comes from blob storage when MODEL_CONTAINER is set, else from MODEL_DIR; it is
+# loaded lazily by the holder on first use, so a bad bundle means 503s, not a crash loop.
+api.holder.reset(source_from_settings)
+
+app = func.AsgiFunctionApp(
+    app=under_api_root(api.app),
+    http_auth_level=func.AuthLevel.FUNCTION,
+    function_name=HTTP_FUNCTION,
+)
+
+
+@app.function_name(BLOB_FUNCTION)
+@app.blob_trigger(
+    arg_name="blob",
+    path="raw/{name}",
+    connection=STORAGE_SETTING,
+    source=blob_trigger_source(os.environ.get("BLOB_TRIGGER_SOURCE")),
+)
+def process_batch_blob(blob: func.InputStream) -> None:
+    """Process the batch the uploaded blob belongs to.
+
+    Only the blob's name is used: the batch is streamed from storage by the SDK, so memory
+    stays bounded by the pipeline's chunk size rather than the file size.
+    """
+    blob_batch.handle_blob_event(batch_store(), blob.name or "", predict_with_current_model)

@@ -1,0 +1,538 @@
+"""The blob-triggered batch, end to end against a real Azurite.
+
+Files are uploaded to ``raw/<batch>/``; the indexed blob function is invoked with an
+``InputStream`` built from the real blob (as the runtime would), and the outputs are read
+back from storage. Every test uses its own batch name, so runs never see each other.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import numpy as np
+import pandas as pd
+import pytest
+from azure.core.exceptions import ResourceModifiedError, ServiceRequestError
+from azure.storage.blob import BlobServiceClient
+
+import function_app
+from features import blob_batch
+from features.blob_batch import CURATED, QUARANTINE, RAW, BlobStore, Outcome
+from features.outputs import to_csv_text
+from features.pipeline import run_pipeline
+from features.upload import upload_batch, upload_model
+from scoring import api
+from scoring.blob_source import source_from_settings
+from scoring.bundle import LocalDirSource, load_bundle
+from scoring.settings import local_source
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "artifacts"
+TRANSACTION_CODES = (
+    "malformed_row",
+    "missing_customer_id",
+    "missing_transaction_id",
+    "missing_amount",
+    "invalid_amount",
+    "amount_out_of_range",
+    "missing_timestamp",
+    "invalid_timestamp",
+    "timestamp_out_of_range",
+    "invalid_type",
+    "conflicting_transaction_id",
+    "type_padded_or_mixed_case",
+    "missing_type",
+    "sign_disagrees_with_type",
+    "missing_description",
+    "non_iso_timestamp",
+    "large_amount",
+)
+
+
+@pytest.fixture(scope="module")
+def env(azurite: str) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AzureWebJobsStorage", azurite)
+        yield
+
+
+@pytest.fixture(scope="module")
+def store(env: None) -> BlobStore:
+    s = BlobStore(blob_batch.connect())
+    s.ensure_containers()
+    return s
+
+
+@pytest.fixture(scope="module")
+def model_name(store: BlobStore) -> Iterator[str]:
+    """The handover bundle in Azurite, served to the blob function for predictions."""
+    name = f"batch-{uuid.uuid4().hex[:8]}"
+    upload_model(store, BUNDLE, name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MODEL_CONTAINER", "models")
+        mp.setenv("MODEL_NAME", name)
+        api.holder.reset(source_from_settings)
+        try:
+            yield name
+        finally:
+            api.holder.reset(local_source)
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("messy")
+    subprocess.run(
+        [sys.executable, "-m", "features.synthetic", "--rows", "5000", "--customers", "300",
+         "--seed", "3", "--messy", "--out", str(out)],
+        cwd=ROOT, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    return out
+
+
+@functools.cache
+def _blob_handler() -> Any:
+    # The worker indexes the app once per process; this module indexes it for itself.
+    function_app.app.functions_bindings = {}
+    functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
+    return functions[function_app.BLOB_FUNCTION].get_user_function()
+
+
+def trigger(store: BlobStore, batch: str, file: str) -> None:
+    """Invoke the indexed blob function as the runtime does for ``raw/<batch>/<file>``."""
+    client = store.service.get_blob_client(RAW, f"{batch}/{file}")
+    data = client.download_blob().readall()
+    stream = func.blob.InputStream(
+        data=data, name=f"{RAW}/{batch}/{file}", uri=client.url, length=len(data)
+    )
+    assert _blob_handler()(stream) is None
+
+
+def new_batch() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+def outputs(store: BlobStore, batch: str) -> dict[str, bytes]:
+    """Every blob under curated/<batch>/ and quarantine/<batch>/ with its bytes."""
+    found = {}
+    for container in (CURATED, QUARANTINE):
+        client = store.service.get_container_client(container)
+        for blob in client.list_blobs(name_starts_with=f"{batch}/"):
+            found[f"{container}/{blob.name}"] = client.download_blob(blob.name).readall()
+    return found
+
+
+def marker(found: dict[str, bytes], batch: str, name: str) -> dict[str, Any]:
+    return json.loads(found[f"{CURATED}/{batch}/{name}"])
+
+
+def comparable(found: dict[str, bytes], batch: str) -> dict[str, Any]:
+    """Outputs keyed by file name; report minus timing/upload time; marker minus run facts."""
+    out: dict[str, Any] = {}
+    for key, data in found.items():
+        name = key.split(f"/{batch}/", 1)[1]
+        if name == "dq_report.json":
+            report = json.loads(data)
+            report.pop("elapsed_seconds")
+            report.pop("generated_at")
+            out[name] = report
+        elif name == "_SUCCESS":
+            body = json.loads(data)
+            out[name] = {k: body[k] for k in ("status", "rows_in", "rows_used", "customers")}
+        else:
+            out[name] = data
+    return out
+
+
+def read_csv(data: bytes) -> pd.DataFrame:
+    return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_handover_batch_gives_the_cli_outputs(store: BlobStore, handover_dir: Path) -> None:
+    batch = new_batch()
+    files = [handover_dir / "data" / "transactions.csv", handover_dir / "data" / "labels.csv"]
+    upload_batch(store, batch, files)
+    trigger(store, batch, "transactions.csv")
+
+    found = outputs(store, batch)
+    assert set(found) == {
+        f"curated/{batch}/training_set.csv",
+        f"curated/{batch}/dq_report.json",
+        f"curated/{batch}/_SUCCESS",
+        f"quarantine/{batch}/rejected_rows.csv",
+        f"quarantine/{batch}/rejected_labels.csv",
+    }
+    local = run_pipeline(*files)
+    assert found[f"curated/{batch}/training_set.csv"] == to_csv_text(local.training_set).encode(
+        "utf-8"
+    )
+    report = marker(found, batch, "dq_report.json")
+    assert (report["rows_in"], report["rows_used"], report["rows_quarantined"]) == (10, 10, 0)
+    assert (report["customers"], report["training_rows"]) == (5, 5)
+    rejected = read_csv(found[f"quarantine/{batch}/rejected_rows.csv"])
+    assert rejected.empty and list(rejected.columns)[-2:] == ["reason", "raw_line"]
+
+    done = marker(found, batch, "_SUCCESS")
+    assert done["status"] == "ok" and done["rows_in"] == 10
+    for path, described in done["outputs"].items():
+        assert hashlib.sha256(found[path]).hexdigest() == described["sha256"], path
+    uploaded = store.stat(RAW, f"{batch}/transactions.csv")
+    assert uploaded is not None
+    assert done["inputs"]["transactions"]["etag"] == uploaded.etag
+    assert report["generated_at"] == max(i["last_modified"] for i in done["inputs"].values())
+
+
+def test_messy_batch_report_matches_the_injected_problems(store: BlobStore, messy: Path) -> None:
+    batch = new_batch()
+    upload_batch(store, batch, [messy / "transactions.csv", messy / "labels.csv"])
+    trigger(store, batch, "labels.csv")
+
+    found = outputs(store, batch)
+    injected = json.loads((messy / "injected.json").read_text())
+    report = marker(found, batch, "dq_report.json")
+    counts = {c["check"]: c["count"] for c in report["checks"]}
+    for code in TRANSACTION_CODES:
+        assert counts[code] == injected[code], code
+    assert report["rows_duplicate"] == injected["duplicate"]
+    assert report["rows_in"] == 5000
+    label_counts = {c["check"]: c["count"] for c in report["labels"]["checks"]}
+    assert label_counts["conflicting_label"] == injected["conflicting_label"]
+    assert report["labels_without_transactions"] == injected["labels_without_transactions"]
+    assert report["customers_without_label"] == injected["customers_without_label"]
+
+    rejected = read_csv(found[f"quarantine/{batch}/rejected_rows.csv"])
+    assert len(rejected) == report["rows_quarantined"] > 0
+    expected_reasons = {c: injected[c] for c in TRANSACTION_CODES if c in _QUARANTINED}
+    assert rejected["reason"].value_counts().to_dict() == {
+        k: v for k, v in expected_reasons.items() if v
+    }
+    rejected_labels = read_csv(found[f"quarantine/{batch}/rejected_labels.csv"])
+    assert (rejected_labels["reason"] == "conflicting_label").sum() > 0
+
+    # The streamed blob gives exactly what the file path gives (same "now": upload time).
+    uploaded = store.stat(RAW, f"{batch}/transactions.csv")
+    assert uploaded is not None
+    local = run_pipeline(
+        messy / "transactions.csv", messy / "labels.csv", now=uploaded.last_modified
+    )
+    training = found[f"curated/{batch}/training_set.csv"]
+    assert training == to_csv_text(local.training_set).encode("utf-8")
+    assert len(read_csv(training)) == report["training_rows"]
+
+
+_QUARANTINED = {
+    "malformed_row",
+    "missing_customer_id",
+    "missing_transaction_id",
+    "missing_amount",
+    "invalid_amount",
+    "amount_out_of_range",
+    "missing_timestamp",
+    "invalid_timestamp",
+    "timestamp_out_of_range",
+    "invalid_type",
+    "conflicting_transaction_id",
+}
+
+
+def test_unlabelled_batch_gets_features_and_predictions(
+    store: BlobStore, messy: Path, model_name: str
+) -> None:
+    batch = new_batch()
+    upload_batch(store, batch, [messy / "transactions.csv"])
+    trigger(store, batch, "transactions.csv")
+
+    found = outputs(store, batch)
+    assert f"curated/{batch}/training_set.csv" not in found
+    features = pd.read_csv(io.BytesIO(found[f"curated/{batch}/features.csv"]))
+    predictions = pd.read_csv(io.BytesIO(found[f"curated/{batch}/predictions.csv"]))
+    columns = ["customer_id", "probability", "prediction", "model_version"]
+    assert list(predictions.columns) == columns
+    assert predictions["customer_id"].tolist() == features["customer_id"].tolist()
+
+    model = load_bundle(LocalDirSource(BUNDLE))
+    inputs = [i.accepts[0] for i in model.manifest.inputs]
+    expected = model.estimator.predict_proba(features[inputs].to_numpy(dtype=float))[:, 1]
+    np.testing.assert_allclose(predictions["probability"], expected, atol=1e-6)
+    assert (predictions["prediction"] == (expected >= model.manifest.threshold)).all()
+    assert set(predictions["model_version"]) == {model.manifest.model_version}
+    assert marker(found, batch, "_SUCCESS")["predictions"] == "written"
+
+
+def test_without_a_model_the_batch_is_published_without_predictions(
+    store: BlobStore, handover_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODEL_CONTAINER", "models")
+    monkeypatch.setenv("MODEL_NAME", f"absent-{uuid.uuid4().hex[:8]}")
+    api.holder.reset(source_from_settings)
+    try:
+        batch = new_batch()
+        upload_batch(store, batch, [handover_dir / "data" / "transactions.csv"])
+        trigger(store, batch, "transactions.csv")
+    finally:
+        api.holder.reset(local_source)
+    found = outputs(store, batch)
+    assert f"curated/{batch}/features.csv" in found
+    assert f"curated/{batch}/predictions.csv" not in found
+    note = marker(found, batch, "_SUCCESS")["predictions"]
+    assert note.startswith("model unavailable:") and "not found in blob storage" in note
+
+
+# ---------------------------------------------------------------- idempotency and order
+
+
+def test_reprocessing_and_arrival_order_give_the_same_outputs(
+    store: BlobStore, messy: Path, model_name: str
+) -> None:
+    transactions, labels = messy / "transactions.csv", messy / "labels.csv"
+
+    # Order 1: transactions alone (processed unlabelled), then labels (processed again).
+    first = new_batch()
+    upload_batch(store, first, [transactions])
+    trigger(store, first, "transactions.csv")
+    unlabelled = outputs(store, first)
+    assert f"curated/{first}/predictions.csv" in unlabelled
+    store.write(RAW, f"{first}/labels.csv", labels.read_bytes(), "text/csv")
+    trigger(store, first, "labels.csv")
+    final = outputs(store, first)
+    assert f"curated/{first}/features.csv" not in final  # the unlabelled outputs are gone
+    assert f"curated/{first}/predictions.csv" not in final
+    assert f"curated/{first}/training_set.csv" in final
+
+    # The runtime delivers the same events again: nothing changes, not even the marker.
+    trigger(store, first, "labels.csv")
+    trigger(store, first, "transactions.csv")
+    assert outputs(store, first) == final
+
+    # Forced reprocessing of the same upload rewrites identical outputs.
+    result = blob_batch.process_batch(store, first, force=True)
+    assert result.outcome is Outcome.PROCESSED
+    again = outputs(store, first)
+    assert comparable(again, first) == comparable(final, first)
+    report_then = marker(final, first, "dq_report.json")
+    report_now = marker(again, first, "dq_report.json")
+    assert report_now["generated_at"] == report_then["generated_at"]
+
+    # Order 2: labels first (nothing to do yet), then transactions.
+    second = new_batch()
+    store.write(RAW, f"{second}/labels.csv", labels.read_bytes(), "text/csv")
+    trigger(store, second, "labels.csv")
+    assert outputs(store, second) == {}
+    store.write(RAW, f"{second}/transactions.csv", transactions.read_bytes(), "text/csv")
+    trigger(store, second, "transactions.csv")
+    assert comparable(outputs(store, second), second) == comparable(final, first)
+
+
+def test_concurrent_events_for_one_batch_are_serialised(store: BlobStore, messy: Path) -> None:
+    batch = new_batch()
+    upload_batch(store, batch, [messy / "transactions.csv", messy / "labels.csv"])
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run(file: str) -> None:
+        try:
+            results.append(blob_batch.handle_blob_event(store, f"raw/{batch}/{file}"))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(f,)) for f in ("transactions.csv", "labels.csv")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    assert sorted(r.outcome for r in results) == [Outcome.PROCESSED, Outcome.SKIPPED]
+    found = outputs(store, batch)
+    assert f"curated/{batch}/training_set.csv" in found
+    assert f"curated/{batch}/features.csv" not in found
+
+
+def test_a_held_batch_lock_makes_the_event_retry(store: BlobStore, handover_dir: Path) -> None:
+    batch = new_batch()
+    upload_batch(store, batch, [handover_dir / "data" / "transactions.csv"])
+    impatient = BlobStore(store.service, lock_wait_seconds=0.5, lock_poll_seconds=0.1)
+    with store.lock(batch), pytest.raises(blob_batch.BatchBusyError):
+        blob_batch.process_batch(impatient, batch)
+    assert outputs(store, batch) == {}
+    assert blob_batch.process_batch(impatient, batch).outcome is Outcome.PROCESSED
+
+
+# ---------------------------------------------------------------- bad data and failures
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"foo,bar\n1,2\n", "transactions: missing required column(s)"),
+        (b"", "transactions: the file is empty"),
+        (b"transaction_id,customer_id,txn_timestamp,amount\n", "has a header but no data rows"),
+    ],
+    ids=["unmappable", "empty", "header-only"],
+)
+def test_bad_batch_writes_error_json_and_does_not_raise(
+    store: BlobStore, content: bytes, message: str
+) -> None:
+    batch = new_batch()
+    store.write(RAW, f"{batch}/transactions.csv", content, "text/csv")
+    trigger(store, batch, "transactions.csv")
+    found = outputs(store, batch)
+    assert set(found) == {f"curated/{batch}/error.json"}
+    error = marker(found, batch, "error.json")
+    assert error["status"] == "error" and message in error["error"]
+    trigger(store, batch, "transactions.csv")  # a redelivery: same answer, no exception
+    assert outputs(store, batch) == found
+
+
+def test_bad_labels_are_an_input_error_too(store: BlobStore, handover_dir: Path) -> None:
+    batch = new_batch()
+    upload_batch(store, batch, [handover_dir / "data" / "transactions.csv"])
+    store.write(RAW, f"{batch}/labels.csv", b"customer_id,colour\nC1,red\n", "text/csv")
+    trigger(store, batch, "labels.csv")
+    error = marker(outputs(store, batch), batch, "error.json")
+    assert "labels:" in error["error"] and "defaulted" in error["error"]
+
+
+def test_a_bad_reupload_replaces_good_outputs_and_a_good_one_recovers(
+    store: BlobStore, handover_dir: Path
+) -> None:
+    batch = new_batch()
+    good = handover_dir / "data" / "transactions.csv"
+    upload_batch(store, batch, [good])
+    trigger(store, batch, "transactions.csv")
+    assert f"curated/{batch}/_SUCCESS" in outputs(store, batch)
+
+    store.write(RAW, f"{batch}/transactions.csv", b"nothing,useful\n1,2\n", "text/csv")
+    trigger(store, batch, "transactions.csv")
+    assert set(outputs(store, batch)) == {f"curated/{batch}/error.json"}
+
+    upload_batch(store, batch, [good])
+    trigger(store, batch, "transactions.csv")
+    found = outputs(store, batch)
+    assert f"curated/{batch}/_SUCCESS" in found
+    assert f"curated/{batch}/error.json" not in found
+
+
+def test_other_blobs_are_ignored(store: BlobStore) -> None:
+    batch = new_batch()
+    store.write(RAW, f"{batch}/notes.txt", b"hello", "text/plain")
+    trigger(store, batch, "notes.txt")
+    assert outputs(store, batch) == {}
+
+
+def test_storage_errors_raise_so_the_runtime_retries() -> None:
+    unreachable = BlobServiceClient(
+        "http://127.0.0.1:9/devstoreaccount1", retry_total=0, connection_timeout=2
+    )
+    with pytest.raises(ServiceRequestError):
+        blob_batch.handle_blob_event(BlobStore(unreachable), "raw/b1/transactions.csv")
+
+
+# ---------------------------------------------------------------- streaming
+
+
+@pytest.fixture(scope="module")
+def small_chunks(env: None) -> BlobStore:
+    """A store that downloads in 64 KiB ranges, so a few hundred KB take many requests."""
+    client = blob_batch.connect(max_single_get_size=64 << 10, max_chunk_get_size=64 << 10)
+    return BlobStore(client)
+
+
+def test_blobs_are_read_range_by_range(small_chunks: BlobStore, messy: Path) -> None:
+    batch = new_batch()
+    data = (messy / "transactions.csv").read_bytes()
+    small_chunks.write(RAW, f"{batch}/transactions.csv", data, "text/csv")
+    info = small_chunks.stat(RAW, f"{batch}/transactions.csv")
+    assert info is not None
+    reader = small_chunks.open_read(RAW, f"{batch}/transactions.csv", info.etag)
+    assert reader.read(10) == data[:10]
+    assert reader.raw.chunks_read == 1  # type: ignore[attr-defined]
+    assert reader.read() == data[10:]
+    assert reader.raw.chunks_read == -(-len(data) // (64 << 10))  # type: ignore[attr-defined]
+
+
+def test_small_ranges_give_the_same_outputs(
+    store: BlobStore, small_chunks: BlobStore, messy: Path
+) -> None:
+    files = [messy / "transactions.csv", messy / "labels.csv"]
+    batches = []
+    for target in (store, small_chunks):
+        batch = new_batch()
+        upload_batch(target, batch, files)
+        assert blob_batch.process_batch(target, batch).outcome is Outcome.PROCESSED
+        batches.append(batch)
+    a, b = (comparable(outputs(store, x), x) for x in batches)
+    assert a == b
+
+
+def test_a_blob_changed_mid_read_fails_instead_of_mixing_versions(
+    small_chunks: BlobStore, messy: Path
+) -> None:
+    batch = new_batch()
+    data = (messy / "transactions.csv").read_bytes()
+    small_chunks.write(RAW, f"{batch}/transactions.csv", data, "text/csv")
+    info = small_chunks.stat(RAW, f"{batch}/transactions.csv")
+    assert info is not None
+    reader = small_chunks.open_read(RAW, f"{batch}/transactions.csv", info.etag)
+    reader.read(10)
+    small_chunks.write(RAW, f"{batch}/transactions.csv", data[::-1], "text/csv")
+    with pytest.raises(ResourceModifiedError):
+        reader.read()
+
+
+def test_chunk_reader_handles_uneven_and_empty_chunks() -> None:
+    chunks = [b"ab", b"", b"cde", b"f", b"", b"ghij"]
+    reader = io.BufferedReader(blob_batch.ChunkReader(iter(chunks)), buffer_size=3)
+    assert reader.read(4) == b"abcd"
+    assert reader.read() == b"efghij"
+    assert reader.read() == b""
+
+
+# ---------------------------------------------------------------- naming
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("raw/b1/transactions.csv", ("b1", "transactions.csv")),
+        ("b1/labels.csv", ("b1", "labels.csv")),
+        ("raw/2025/06/bank-a/labels.csv", ("2025/06/bank-a", "labels.csv")),
+        ("raw/transactions.csv", None),
+        ("raw/b1/other.csv", None),
+        ("raw/b1/Transactions.CSV", None),
+        ("raw/_locks/transactions.csv", None),
+        ("raw/a/../transactions.csv", None),
+        ("raw/a//transactions.csv", None),
+    ],
+)
+def test_blob_paths_name_a_batch_and_file(path: str, expected: tuple[str, str] | None) -> None:
+    assert blob_batch.parse_blob_path(path) == expected
+
+
+def test_quarantine_file_keeps_rows_unchanged(store: BlobStore) -> None:
+    batch = new_batch()
+    body = (
+        "transaction_id,customer_id,txn_timestamp,amount,txn_type,description\n"
+        'T1,C1,2025-02-01T10:00:00,12.345,debit,"A, B"\n'
+        "T2,C1,2025-02-01T11:00:00,-5.00,debit,TESCO\n"
+    )
+    store.write(RAW, f"{batch}/transactions.csv", body.encode(), "text/csv")
+    trigger(store, batch, "transactions.csv")
+    found = outputs(store, batch)
+    rows = list(csv.reader(io.StringIO(found[f"quarantine/{batch}/rejected_rows.csv"].decode())))
+    assert rows[1][:6] == ["T1", "C1", "2025-02-01T10:00:00", "12.345", "debit", "A, B"]
+    assert rows[1][6] == "invalid_amount"
+    assert marker(found, batch, "dq_report.json")["rows_used"] == 1
