@@ -40,13 +40,26 @@ LABEL_RULES = (
 
 
 def customer_outliers(features: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Tukey fences at ``IQR_FENCE`` IQRs, per customer feature. Flagged, never removed."""
-    found = {}
+    """Tukey fences at ``IQR_FENCE`` IQRs, per customer feature. Flagged, never removed.
+
+    A feature whose quartiles coincide (e.g. mostly zero, like gambling spend) has no
+    spread to measure against; it is reported as not applicable rather than calling every
+    non-zero customer an outlier.
+    """
+    found: dict[str, dict[str, Any]] = {}
     for name in OUTLIER_FEATURES:
         values = features[name]
         if values.empty:
             continue
         q1, q3 = values.quantile([0.25, 0.75])
+        if q3 == q1:
+            found[name] = {
+                "low": None,
+                "high": None,
+                "count": None,
+                "note": "not applicable: inter-quartile range is 0",
+            }
+            continue
         low, high = q1 - IQR_FENCE * (q3 - q1), q3 + IQR_FENCE * (q3 - q1)
         outside = (values < low) | (values > high)
         found[name] = {
@@ -191,6 +204,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "|---|---:|---:|---:|",
         *(
             f"| {name} | {o['low']:,} | {o['high']:,} | {o['count']:,} |"
+            if o["count"] is not None
+            else f"| {name} | - | - | {o['note']} |"
             for name, o in outliers["customers"]["features"].items()
         ),
         "",

@@ -312,3 +312,15 @@ def test_cli_refuses_unusable_input_in_one_line(
     assert code == 2
     assert message in err and "\n" not in err
     assert not (tmp_path / "out" / "quarantine.csv").exists()
+
+
+def test_customer_outliers_use_tukey_fences_and_skip_zero_spread() -> None:
+    lines = ["transaction_id,customer_id,timestamp,amount,type"]
+    for i in range(20):  # 20 customers spending 10..29, one spending 10,000
+        lines.append(f"T{i},C{i:02d},2025-02-01,-{10 + i}.00,debit")
+    lines.append("T99,C99,2025-02-01,-10000.00,debit")
+    result = run_pipeline(csv_bytes("\n".join(lines) + "\n"), now=NOW)
+    outliers = result.report["outliers"]["customers"]["features"]
+    assert outliers["total_debit"]["count"] == 1
+    assert outliers["gambling_spend"]["count"] is None  # everyone 0: no spread to judge
+    assert outliers["num_transactions"]["count"] is None
