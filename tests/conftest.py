@@ -58,6 +58,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--location",
             str(workdir),
             "--skipApiVersionCheck",
+            "--disableTelemetry",
             "--loose",
             "--silent",
         ],
