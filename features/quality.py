@@ -34,6 +34,8 @@ class Rule:
 MAX_ABS_AMOUNT_PENCE = 100_000_000  # £1,000,000
 # |amount| at or above this (in pence) is flagged as an outlier but kept.
 LARGE_AMOUNT_PENCE = 1_000_000  # £10,000
+# Longest digit string (sign and point included) parsed as a number; longer is out of range.
+MAX_AMOUNT_CHARS = 16
 EARLIEST_TIMESTAMP = datetime(1990, 1, 1, tzinfo=UTC)
 FUTURE_TOLERANCE_SECONDS = 86_400
 
@@ -149,18 +151,65 @@ def _to_bool(mask: pa.Array) -> np.ndarray:
     return np.asarray(pc.fill_null(mask, False))
 
 
-def parse_amount_pence(raw: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(pence, is_missing, is_invalid) for raw amount strings, exact to the penny."""
+def parse_amount_pence(raw: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(pence, is_missing, is_invalid, is_too_long) for raw amount strings, exact to the penny.
+
+    ``is_too_long`` marks well-formed numbers with more digits than any plausible amount
+    (they would overflow the decimal type); they are out of range, not malformed.
+    """
     text = pc.utf8_trim_whitespace(raw)
     missing = _blank(text)
     well_formed = _to_bool(pc.match_substring_regex(text, AMOUNT_PATTERN))
     cleaned = pc.replace_substring_regex(text, r"[£,]", "")
-    safe = pc.if_else(pa.array(well_formed), cleaned, "0")
+    too_long = well_formed & (np.asarray(pc.utf8_length(cleaned)) > MAX_AMOUNT_CHARS)
+    safe = pc.if_else(pa.array(well_formed & ~too_long), cleaned, "0")
     pence = pc.cast(
         pc.multiply(pc.cast(safe, pa.decimal128(20, 2)), pa.scalar(100, pa.decimal128(3, 0))),
         pa.int64(),
     )
-    return np.asarray(pence), missing, ~missing & ~well_formed
+    return np.asarray(pence), missing, ~missing & ~well_formed, too_long
+
+
+def _field_offsets(fmt: str) -> dict[str, int]:
+    """Character offset of each field in a zero-padded rendering of ``fmt``."""
+    offsets, position, i = {}, 0, 0
+    while i < len(fmt):
+        if fmt[i] == "%":
+            offsets[fmt[i + 1]] = position
+            position += 4 if fmt[i + 1] == "Y" else 2
+            i += 2
+        else:
+            position += 1
+            i += 1
+    offsets["length"] = position
+    return offsets
+
+
+_COMPONENTS = {
+    "Y": pc.year,
+    "m": pc.month,
+    "d": pc.day,
+    "H": pc.hour,
+    "M": pc.minute,
+    "S": pc.second,
+}
+
+
+def _is_real_date(text: pa.Array, parsed: pa.Array, fmt: str) -> np.ndarray:
+    """strptime rolls impossible values over (30 February -> 2 March, second 60 -> next
+    minute) and accepts unpadded fields; a value is kept only if its text has the format's
+    exact length and every parsed field reads back as written."""
+    at = _field_offsets(fmt)
+    exact = pc.equal(pc.utf8_length(text), at["length"])
+    for field, start in at.items():
+        if field == "length":
+            continue
+        width = 4 if field == "Y" else 2
+        digits = pc.utf8_lpad(pc.cast(_COMPONENTS[field](parsed), pa.string()), width, "0")
+        exact = pc.and_(
+            exact, pc.equal(pc.utf8_slice_codeunits(text, start, start + width), digits)
+        )
+    return np.asarray(pc.fill_null(exact, False))
 
 
 def parse_timestamp(raw: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -181,10 +230,8 @@ def parse_timestamp(raw: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
             break
         candidates = text.take(remaining)
         attempt = pc.strptime(candidates, format=fmt, unit="s", error_is_null=True)
-        # strptime rolls impossible dates over (30 February -> 2 March): only a value
-        # that formats back to the same text is a real date.
-        same = pc.equal(pc.strftime(attempt, format=fmt), candidates)
-        ok = np.asarray(pc.fill_null(same, False))
+        ok = np.asarray(pc.is_valid(attempt))
+        ok[ok] = _is_real_date(candidates.filter(ok), attempt.filter(ok), fmt)
         hit = remaining[ok]
         seconds[hit] = np.asarray(pc.cast(attempt.filter(ok), pa.int64()))
         parsed[hit] = True
@@ -201,7 +248,7 @@ def parse_chunk(columns: dict[str, pa.Array], now: datetime) -> ParsedChunk:
     n = len(columns["customer_id"])
     customer_id = pc.utf8_trim_whitespace(columns["customer_id"])
     transaction_id = pc.utf8_trim_whitespace(columns["transaction_id"])
-    pence, amount_missing, amount_invalid = parse_amount_pence(columns["amount"])
+    pence, amount_missing, amount_invalid, amount_too_long = parse_amount_pence(columns["amount"])
     ts, ts_missing, ts_invalid, non_iso = parse_timestamp(columns["timestamp"])
     earliest = int(EARLIEST_TIMESTAMP.timestamp())
     latest = int(now.timestamp()) + FUTURE_TOLERANCE_SECONDS
@@ -222,7 +269,7 @@ def parse_chunk(columns: dict[str, pa.Array], now: datetime) -> ParsedChunk:
         "invalid_amount": amount_invalid,
         "amount_out_of_range": ~amount_missing
         & ~amount_invalid
-        & (np.abs(pence) > MAX_ABS_AMOUNT_PENCE),
+        & ((np.abs(pence) > MAX_ABS_AMOUNT_PENCE) | amount_too_long),
         "missing_timestamp": ts_missing,
         "invalid_timestamp": ts_invalid,
         "timestamp_out_of_range": ts_ok & ((ts < earliest) | (ts > latest)),

@@ -53,7 +53,7 @@ PROCESSED = {
     "quoted.csv": (4, 4, 0),
     "latin1_bytes.csv": (2, 1, 1),
     "extra_columns.csv": (2, 1, 1),
-    "odd_amounts.csv": (8, 3, 5),
+    "odd_amounts.csv": (10, 3, 7),
     "odd_timestamps.csv": (9, 3, 6),
 }
 
@@ -113,6 +113,8 @@ def test_odd_amounts() -> None:
         "T3": "invalid_amount",
         "": "malformed_row",  # 1,234.56 unquoted splits into two fields
         "T8": "invalid_amount",
+        "T9": "amount_out_of_range",
+        "T10": "amount_out_of_range",
     }
     features = result.features.iloc[0]
     assert features["total_credit"] == 45.50 + 1234.56
