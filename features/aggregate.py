@@ -2,7 +2,8 @@
 
 Chunks are aggregated on their own; partial tables are combined by re-applying each
 aggregate's operation (sums of sums, minimum of minimums), so the result does not depend
-on where chunk boundaries fall.
+on where chunk boundaries fall. Partials are keyed by an integer code per customer
+(``CustomerCodes``), not by the id strings, which keeps them small and quick to combine.
 """
 
 from __future__ import annotations
@@ -61,21 +62,52 @@ def _group(rows: pd.DataFrame, keys: list[str], specs: tuple) -> pd.DataFrame:
     return pd.concat(parts, axis=1)[[name for name, _, _ in specs]]
 
 
+class CustomerCodes:
+    """A stable integer code for each customer id, across all chunks of a run."""
+
+    def __init__(self) -> None:
+        self._ids = pd.Index([], dtype=object)
+
+    def encode(self, customer_id: pa.Array) -> np.ndarray:
+        encoded = pc.dictionary_encode(customer_id)
+        names = np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+        codes = self._ids.get_indexer(names)
+        new = codes < 0
+        if new.any():
+            codes[new] = np.arange(len(self._ids), len(self._ids) + int(new.sum()))
+            self._ids = self._ids.append(pd.Index(names[new], dtype=object))
+        return codes[np.asarray(encoded.indices)]
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        return self._ids.to_numpy()[codes]
+
+
 def aggregate(
-    customer_id: pa.Array, amount_pence: np.ndarray, ts: np.ndarray, description: pa.Array
+    customer_code: np.ndarray, amount_pence: np.ndarray, ts: np.ndarray, description: pa.Array
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Partial aggregates of one chunk of used rows: (per customer, per customer-month)."""
-    encoded = pc.dictionary_encode(customer_id)
-    names = np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
-    rows = derive_rows(np.asarray(encoded.indices), amount_pence, ts, description)
-    per_customer = _group(rows, [ID], AGGREGATES)
-    per_customer.index = pd.Index(names[per_customer.index.to_numpy()], name=ID)
-    per_month = _group(rows, [ID, "month"], MONTH_AGGREGATES)
-    codes = per_month.index.get_level_values(ID).to_numpy()
-    per_month.index = pd.MultiIndex.from_arrays(
-        [names[codes], per_month.index.get_level_values("month")], names=[ID, "month"]
+    rows = derive_rows(customer_code, amount_pence, ts, description)
+    return _group(rows, [ID], AGGREGATES), _group(rows, [ID, "month"], MONTH_AGGREGATES)
+
+
+def with_customer_ids(
+    aggregates: tuple[pd.DataFrame, pd.DataFrame], codes: CustomerCodes
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Replace integer customer codes in the index by the customer ids."""
+    customers, months = aggregates
+    customers = customers.set_axis(
+        pd.Index(codes.decode(customers.index.to_numpy()), name=ID, dtype=object)
     )
-    return per_customer, per_month
+    months = months.set_axis(
+        pd.MultiIndex.from_arrays(
+            [
+                codes.decode(months.index.get_level_values(ID).to_numpy()),
+                months.index.get_level_values("month"),
+            ],
+            names=[ID, "month"],
+        )
+    )
+    return customers, months
 
 
 def combine(

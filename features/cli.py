@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from features.outputs import QuarantineWriter, write_outputs
@@ -13,6 +14,11 @@ from features.pipeline import DEFAULT_CHUNK_ROWS, RAW_LINE, REASON, run_pipeline
 from features.schema import InputError
 
 log = logging.getLogger("features")
+
+
+def _utc_instant(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,6 +37,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-labels", action="store_true", help="ignore the default labels")
     parser.add_argument("--out", type=Path, default=Path("artifacts"))
+    parser.add_argument(
+        "--now",
+        type=_utc_instant,
+        default=None,
+        help="the run's date and time (ISO 8601, UTC if no offset) for the future-timestamp "
+        "rule; default: now. Set it to make reruns reproducible",
+    )
     parser.add_argument(
         "--chunk-rows",
         type=int,

@@ -29,7 +29,7 @@ from features.schema import TRANSACTION_ALIASES, TRANSACTION_REQUIRED, InputErro
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_ROWS = 1_000_000
+DEFAULT_CHUNK_ROWS = 500_000
 # Partial aggregates are folded together once this many partial rows pile up.
 COMPACT_PARTIAL_ROWS = 2_000_000
 EXAMPLES_PER_CHECK = 5
@@ -132,6 +132,7 @@ class _TransactionJob:
         self.on_quarantine = on_quarantine
         self.seen_rows = SeenHashes()
         self.seen_transactions = SeenHashes()
+        self.customer_codes = aggregate.CustomerCodes()
         self.partials: list[tuple[pd.DataFrame, pd.DataFrame]] = []
         self.partial_rows = 0
         self.tally = Tally()
@@ -211,7 +212,7 @@ class _TransactionJob:
         latest = int(ts.max())
         self.tally.as_of_ts = max(latest, self.tally.as_of_ts or latest)
         partial = aggregate.aggregate(
-            customer_id=parsed.customer_id.filter(keep),
+            customer_code=self.customer_codes.encode(parsed.customer_id.filter(keep)),
             amount_pence=parsed.amount_pence[used],
             ts=ts,
             description=parsed.description.filter(keep),
@@ -301,6 +302,8 @@ def run_pipeline(
             log.info("transactions: %d rows read (%.0f rows/s)", job.tally.rows_in, rate)
     job.record_malformed(stream.malformed)
     customers, months = aggregate.combine(job.partials)
+    if job.partials:
+        customers, months = aggregate.with_customer_ids((customers, months), job.customer_codes)
     features = finalise(customers, months, job.tally.as_of_ts or 0).reset_index()
     training_set = None
     if label_result is not None:

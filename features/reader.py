@@ -25,8 +25,9 @@ from features.schema import InputError
 
 DELIMITERS = (",", ";", "\t", "|")
 HEADER_PEEK_BYTES = 1 << 16
-# Arrow needs a whole row inside one block; 16 MiB allows descriptions of several MB.
-BLOCK_BYTES = 16 << 20
+# Arrow needs a whole row inside one block: 4 MiB allows multi-megabyte descriptions while
+# keeping the reader's read-ahead (several blocks in flight) small.
+BLOCK_BYTES = 4 << 20
 BOM = b"\xef\xbb\xbf"
 
 Source = str | Path | BinaryIO

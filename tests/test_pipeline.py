@@ -324,3 +324,23 @@ def test_customer_outliers_use_tukey_fences_and_skip_zero_spread() -> None:
     assert outliers["total_debit"]["count"] == 1
     assert outliers["gambling_spend"]["count"] is None  # everyone 0: no spread to judge
     assert outliers["num_transactions"]["count"] is None
+
+
+def test_cli_now_sets_the_future_cut_off(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(
+        "transaction_id,customer_id,timestamp,amount,type\n"
+        "T1,C1,2025-02-01,-5.00,debit\nT2,C1,2025-06-01,-5.00,debit\n"
+    )
+    assert (
+        main(["--transactions", str(path), "--out", str(tmp_path / "a"), "--now", "2025-03-01"])
+        == 0
+    )
+    report = json.loads((tmp_path / "a" / "dq_report.json").read_text())
+    assert check(report, "timestamp_out_of_range") == 1
+    assert (
+        main(["--transactions", str(path), "--out", str(tmp_path / "b"), "--now", "2025-07-01"])
+        == 0
+    )
+    report = json.loads((tmp_path / "b" / "dq_report.json").read_text())
+    assert check(report, "timestamp_out_of_range") == 0
