@@ -72,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         with partial.open("w", encoding="utf-8", newline="") as handle:
             writer = QuarantineWriter(handle)
             result = run_pipeline(
-                args.transactions, args.labels, chunk_rows=args.chunk_rows, on_quarantine=writer
+                args.transactions,
+                args.labels,
+                chunk_rows=args.chunk_rows,
+                on_quarantine=writer,
+                now=args.now,
             )
             writer.finish([*result.report["transactions_file"]["columns"], REASON, RAW_LINE])
     except InputError as error:
