@@ -16,8 +16,11 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from features.definitions import ID
 from scoring.bundle import LoadedModel
@@ -182,6 +185,17 @@ async def _on_validation_error(_: Request, exc: RequestValidationError) -> JSONR
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Any:
+    """FastAPI answers 400 "error parsing the body" for bodies json.loads raises on with
+    something other than JSONDecodeError; report them like any other invalid JSON."""
+    if exc.status_code == 400 and request.method == "POST":
+        msg = "body is not valid JSON: not UTF-8, nested too deeply, or a number too long"
+        return JSONResponse(
+            {"detail": [{"loc": ["body"], "msg": msg, "type": "json_invalid"}]}, status_code=422
+        )
+    return await http_exception_handler(request, exc)
+
+
 async def _on_input_error(_: Request, exc: InputError) -> JSONResponse:
     return JSONResponse({"detail": exc.errors}, status_code=422)
 
@@ -208,7 +222,14 @@ def create_app() -> FastAPI:
     app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(InputError, _on_input_error)  # type: ignore[arg-type]
     app.add_exception_handler(ModelUnavailableError, _on_unavailable)  # type: ignore[arg-type]
-    app.add_middleware(BodyGuard, max_body_bytes=MAX_BODY_BYTES)
+    body_routes = frozenset(
+        (method, route.path)
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods & {"POST", "PUT", "PATCH"}
+    )
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)  # type: ignore[arg-type]
+    app.add_middleware(BodyGuard, max_body_bytes=MAX_BODY_BYTES, body_routes=body_routes)
     return app
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-
 
 def is_json_content_type(value: str | None) -> bool:
     if not value:
@@ -38,12 +36,13 @@ async def _reply(send: Any, status: int, detail: str) -> None:
 
 
 class BodyGuard:
-    def __init__(self, app: Any, max_body_bytes: int):
+    def __init__(self, app: Any, max_body_bytes: int, body_routes: frozenset[tuple[str, str]]):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_routes = body_routes  # (method, path) pairs that take a JSON body
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+        if scope["type"] != "http" or (scope["method"], scope["path"]) not in self.body_routes:
             await self.app(scope, receive, send)
             return
         content_type = content_length = None
