@@ -38,6 +38,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-labels", action="store_true", help="ignore the default labels")
     parser.add_argument("--out", type=Path, default=Path("artifacts"))
     parser.add_argument(
+        "--engine",
+        choices=("pandas", "spark"),
+        default="pandas",
+        help="spark runs the same job with PySpark (pip install -r requirements-spark.txt)",
+    )
+    parser.add_argument(
         "--now",
         type=_utc_instant,
         default=None,
@@ -63,7 +69,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(raw)
+    if args.engine == "spark":
+        from features import spark  # imported only here: pyspark is an optional extra
+
+        # The raw arguments, not args: Path() would turn abfss:// into abfss:/.
+        return spark.main([a for a in raw if a not in ("--engine", "spark")])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     quarantine_path = args.out / "quarantine.csv"

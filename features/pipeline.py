@@ -184,7 +184,7 @@ class _TransactionJob:
             mask = reason == code
             if mask.any():
                 self.tally.add(
-                    code, int(mask.sum()), _example_values(_shown(code, canonical), mask)
+                    code, int(mask.sum()), _example_values(example_column(code, canonical), mask)
                 )
         keep = pa.array(rejected)
         frame = pd.DataFrame(
@@ -204,7 +204,9 @@ class _TransactionJob:
     ) -> None:
         for code in FINDINGS:
             mask = parsed.findings[code] & used
-            self.tally.add(code, int(mask.sum()), _example_values(_shown(code, canonical), mask))
+            self.tally.add(
+                code, int(mask.sum()), _example_values(example_column(code, canonical), mask)
+            )
 
     def _aggregate(self, parsed: ParsedChunk, used: np.ndarray) -> None:
         keep = pa.array(used)
@@ -234,7 +236,7 @@ class _TransactionJob:
         self.on_quarantine(frame)
 
 
-def _shown(code: str, canonical: dict[str, pa.Array]) -> pa.Array:
+def example_column(code: str, canonical: dict[str, pa.Array]) -> pa.Array:
     """Which values illustrate a rule in the report: the offending column's, or the
     transaction id where that column is empty or absent."""
     column = RULES_BY_CODE[code].column
@@ -307,7 +309,7 @@ def run_pipeline(
     features = finalise(customers, months, job.tally.as_of_ts or 0).reset_index()
     training_set = None
     if label_result is not None:
-        training_set = _join_labels(features, label_result.labels)
+        training_set = join_labels(features, label_result.labels)
     report = build_report(
         job.tally,
         job.columns,
@@ -333,6 +335,6 @@ def run_pipeline(
     )
 
 
-def _join_labels(features: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
+def join_labels(features: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
     joined = features.merge(labels.rename(TARGET).reset_index(), on=ID, how="inner")
     return joined[[ID, *FEATURE_NAMES, TARGET]]

@@ -1,0 +1,252 @@
+"""The Spark engine gives the pandas engine's outputs: same customers, counts, flags, sums,
+report counts and quarantine reasons. Spark runs in local mode, one session for the file."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pyspark = pytest.importorskip("pyspark", reason="pyspark is in requirements-spark.txt")
+
+from test_pipeline import MESSY, NOW  # noqa: E402
+
+from features import spark as engine  # noqa: E402
+from features.definitions import FEATURE_NAMES, FEATURES  # noqa: E402
+from features.pipeline import PipelineResult, run_pipeline  # noqa: E402
+from features.schema import InputError  # noqa: E402
+from features.synthetic import generate  # noqa: E402
+from features.text import normalise  # noqa: E402
+
+pytestmark = pytest.mark.spark
+
+AFTER_SYNTHETIC = datetime(2025, 7, 1, tzinfo=UTC)
+REPORT_KEYS = ("rows_in", "rows_used", "rows_duplicate", "rows_quarantined", "customers", "as_of")
+COUNT_COLUMNS = [f.name for f in FEATURES if f.kind in ("count", "flag", "days")]
+FLOAT_COLUMNS = [f.name for f in FEATURES if f.kind in ("money", "ratio")]
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[pyspark.sql.SparkSession]:
+    session = engine.local_session(shuffle_partitions=2, driver_memory="1g")
+    yield session
+    session.stop()
+
+
+def both(
+    spark, tmp_path: Path, text: str, labels: str | None = None, now: datetime = NOW
+) -> tuple[PipelineResult, PipelineResult]:
+    """(pandas, spark) results for the same CSV text."""
+    path = tmp_path / "transactions.csv"
+    path.write_text(text, encoding="utf-8")
+    label_path = None
+    if labels is not None:
+        label_path = tmp_path / "labels.csv"
+        label_path.write_text(labels, encoding="utf-8")
+    return run_files(spark, path, label_path, now)
+
+
+def run_files(
+    spark, path: Path, labels: Path | None, now: datetime
+) -> tuple[PipelineResult, PipelineResult]:
+    expected = run_pipeline(path, labels, now=now)
+    got = engine.run_spark(spark, str(path), str(labels) if labels else None, now=now)
+    try:
+        return expected, engine.as_pipeline_result(got)
+    finally:
+        got.release()
+
+
+def assert_same_features(got: pd.DataFrame, expected: pd.DataFrame) -> None:
+    assert list(got.columns) == list(expected.columns)
+    assert got["customer_id"].tolist() == expected["customer_id"].tolist()
+    pd.testing.assert_frame_equal(got[COUNT_COLUMNS], expected[COUNT_COLUMNS], check_dtype=True)
+    pd.testing.assert_frame_equal(
+        got[FLOAT_COLUMNS], expected[FLOAT_COLUMNS], check_exact=False, rtol=1e-9, atol=0
+    )
+
+
+def assert_same(got: PipelineResult, expected: PipelineResult) -> None:
+    assert_same_features(got.features, expected.features)
+    if expected.training_set is None:
+        assert got.training_set is None
+    else:
+        assert_same_features(got.training_set, expected.training_set)
+        assert got.training_set["defaulted"].tolist() == expected.training_set["defaulted"].tolist()
+        assert got.report["labels"] == expected.report["labels"]
+    for key in REPORT_KEYS:
+        assert got.report[key] == expected.report[key], key
+    # Per-check counts, and the same example values in the same (file) order.
+    assert got.report["checks"] == expected.report["checks"]
+    assert got.report["outliers"] == expected.report["outliers"]
+    assert got.quarantine_rows == expected.quarantine_rows
+    pd.testing.assert_frame_equal(got.quarantine, expected.quarantine.astype(str))
+
+
+def test_handover_files(spark, handover_dir: Path) -> None:
+    data = handover_dir / "data"
+    expected, got = run_files(spark, data / "transactions.csv", data / "labels.csv", NOW)
+    assert_same(got, expected)
+    assert got.training_set["customer_id"].tolist() == [f"CUST_000{i}" for i in range(1, 6)]
+    assert got.report["rows_used"] == 10
+
+
+MALFORMED_LINES = "T30,C3,2025-02-03T12:00:00,-5.00,debit,TOO,MANY\nT31,C3\n"
+
+
+def test_messy_fixture_with_malformed_rows(spark, tmp_path: Path) -> None:
+    labels = "customer_id,defaulted\nC1,0\nC1,0\nC2,1\nC3,maybe\n,1\nC9,1\n"
+    expected, got = both(spark, tmp_path, MESSY + MALFORMED_LINES, labels)
+    assert_same(got, expected)
+    reasons = dict(zip(got.quarantine["transaction_id"], got.quarantine["reason"], strict=False))
+    assert reasons["T02"] == "conflicting_transaction_id"
+    assert got.quarantine["reason"].tolist()[-2:] == ["malformed_row", "malformed_row"]
+    assert got.quarantine["raw_line"].tolist()[-1] == "T31,C3"
+
+
+# Inputs where a naive translation to Spark differs from Arrow/Python: strptime leniency
+# (1-digit fields, day overflow, whitespace runs), Unicode whitespace and letters,
+# amount spellings, U+0130 in a type.
+EDGE = (
+    "transaction_id,customer_id,timestamp,amount,type,description\n"
+    "E01,K1,2025-2-3,-1.00,debit,RENT²\n"
+    "E02,K1,2025-02-30T10:00:00,-1.00,debit,café RENT\n"
+    "E03,K1,2025-02-03  10:00:00,-1.00,debit,STRAẞE TESCO\n"
+    "E04,K1,3/2/2025 1:2,-1.00,debit,rent\u0301 x\n"
+    "E05,K1,2025-02-03T10:00:60Z,-1.00,debit,NETFLIX_COM\n"
+    "E06,K1,25-02-03,-1.00,debit,x\n"
+    "E07,K1,2025-02-0310:00:00,+1.00,credit,PAY-ROLL\n"
+    "E08,\u00a0K2\u2003,2025-02-03,£-5.00,\u00a0Debit\u3000,BET\u00a0365\n"
+    "E09,K2,2025-02-03,£+5,DEBİT,ʻRENT ʼ\n"
+    "E10,K2,2025-02-03,\u20091,234.5\u2009,cr,ΟΔΟΣ SALARY\n"
+    "E11,K2,2025-02-03,-0.00,CR,\u0130STANBUL RENT\n"
+    "E12,K2,2025-02-03t10:00:00,1.00,credit,x\n"
+    "E13,K2,2025-13-01,1.00,credit,x\n"
+    "E14,K2,2025-02-03,1,23.00,credit,x\n"
+    "E15,K2,2025-02-03,007.5,credit,Ⅻ RENT\n"
+    "E16,K2,2025-02-03,.50,credit,x\n"
+    "E17,K2,2025-02-03,12.,credit,x\n"
+    'E18,K3,2025-02-03,"1,000,000.01",credit,"quoted, ""comma"""\n'
+    "E19,K3,2025-02-03,１２.00,credit,x\n"
+    "E20,K3,2025-02-03 24:00,1.00,credit,x\n"
+)
+
+
+def test_edge_cases_of_the_rule_translations(spark, tmp_path: Path) -> None:
+    expected, got = both(spark, tmp_path, EDGE)
+    assert_same(got, expected)
+    # Anchors: no 30 February, no unpadded fields; a UK date and a £ amount are fine.
+    reasons = dict(zip(got.quarantine["transaction_id"], got.quarantine["reason"], strict=False))
+    assert reasons["E02"] == reasons["E01"] == reasons["E04"] == "invalid_timestamp"
+    assert "E08" not in reasons and "E10" not in reasons
+
+
+def test_messy_synthetic_batch_read_in_many_partitions(spark, tmp_path: Path) -> None:
+    generate(tmp_path, rows=4_000, customers=120, seed=7, layout="handover", messy=True)
+    injected = json.loads((tmp_path / "injected.json").read_text())
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "16384")  # ~20 partitions
+    try:
+        expected, got = run_files(
+            spark, tmp_path / "transactions.csv", tmp_path / "labels.csv", AFTER_SYNTHETIC
+        )
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    assert_same(got, expected)
+    counts = {c["check"]: c["count"] for c in got.report["checks"]}
+    assert counts["duplicate"] == injected["duplicate"] > 0
+    assert counts["conflicting_transaction_id"] == injected["conflicting_transaction_id"] > 0
+
+
+def test_normalise_matches_python_on_every_bmp_code_point(spark) -> None:
+    codes = [c for c in range(0x10000) if not 0xD800 <= c <= 0xDFFF]
+    texts = [f"Rent{chr(c)}x 9" for c in codes] + ["RENT 😀 𝐀B", "İSTANBUL", "ΟΔΟΣ."]
+    frame = spark.createDataFrame(pd.DataFrame({"i": range(len(texts)), "t": texts}))
+    clean = engine.normalise(frame["t"], engine.non_letter_class(spark))
+    got = frame.select("i", clean.alias("n"), pyspark.sql.functions.lower("t").alias("low"))
+    got = got.toPandas().sort_values("i")
+    wrong = [
+        (t, n)
+        for t, n, low in zip(texts, got["n"], got["low"], strict=True)
+        if n != normalise(t) and low == t.lower()
+    ]
+    # Only code points the two Unicode versions lowercase differently may differ.
+    assert wrong == []
+    assert sum(n == normalise(t) for t, n in zip(texts, got["n"], strict=True)) > 0.999 * len(texts)
+
+
+def test_cli_writes_the_pandas_cli_files(spark, tmp_path: Path, handover_dir: Path) -> None:
+    from features.cli import main as pandas_main
+
+    text = (handover_dir / "data" / "transactions.csv").read_text() + "\n" + MESSY.split("\n", 1)[1]
+    source = tmp_path / "transactions.csv"
+    source.write_text(text)
+    labels = str(handover_dir / "data" / "labels.csv")
+    args = ["--transactions", str(source), "--labels", labels]
+    assert pandas_main([*args, "--out", str(tmp_path / "pandas")]) == 0
+    # `python -m features --engine spark` hands over to the Spark engine.
+    assert pandas_main([*args, "--engine", "spark", "--out", str(tmp_path / "spark")]) == 0
+    for name in ("features.csv", "training_set.csv", "quarantine.csv", "labels_quarantine.csv"):
+        spark_bytes = (tmp_path / "spark" / name).read_bytes()
+        assert spark_bytes == (tmp_path / "pandas" / name).read_bytes(), name
+    report = json.loads((tmp_path / "spark" / "dq_report.json").read_text())
+    assert report["engine"] == "spark" and report["rows_quarantined"] > 0
+    assert (tmp_path / "spark" / "dq_report.md").read_text().startswith("# Data-quality report")
+    assert not [p.name for p in (tmp_path / "spark").iterdir() if p.name.startswith(("_", "."))]
+
+    assert engine.main([*args, "--out", str(tmp_path / "pq"), "--format", "parquet"]) == 0
+    training = pd.read_parquet(tmp_path / "pq" / "training_set.parquet")
+    assert list(training.columns) == ["customer_id", *FEATURE_NAMES, "defaulted"]
+    quarantine = pd.read_parquet(tmp_path / "pq" / "quarantine.parquet")
+    assert (
+        quarantine["reason"].tolist()
+        == pd.read_csv(tmp_path / "pandas" / "quarantine.csv", keep_default_na=False)[
+            "reason"
+        ].tolist()
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "transactions: file not found"),
+        (b"transaction_id,customer_id,timestamp,amount\n", "has a header but no data rows"),
+        (b"a,b\n1,2\n", "missing required column(s): transaction_id, customer_id"),
+    ],
+)
+def test_unusable_input_is_refused_like_pandas(
+    spark, tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "transactions.csv"
+    if content is not None:
+        path.write_bytes(content)
+        with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            run_pipeline(io.BytesIO(content))
+    with pytest.raises(InputError) as refused:
+        engine.run_spark(spark, str(path))
+    assert message in str(refused.value)
+
+
+def test_runtime_modules_never_import_pyspark() -> None:
+    root = Path(__file__).resolve().parents[1]
+    modules = ["features", "features.pipeline", "features.cli", "features.outputs"]
+    modules += [f"scoring.{p.stem}" for p in (root / "scoring").glob("*.py")]
+    if (root / "function_app.py").is_file():
+        modules.append("function_app")
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}:\n"
+        "    importlib.import_module(m)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyspark'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
