@@ -28,16 +28,9 @@ import sys
 import time
 from pathlib import Path
 
+from scoring.schema import BRIEF_EXAMPLE as BRIEF
+
 ROOT = Path(__file__).resolve().parent.parent
-BRIEF = {
-    "customer_id": "CUST001",
-    "num_transactions": 15,
-    "total_debit": -1250.50,
-    "total_credit": 3500.00,
-    "avg_amount": 150.03,
-    "has_rent": 1,
-    "has_salary": 1,
-}
 TIME_LIMIT_S = 120.0  # per scenario, on top of the request-count bound
 COLD_RUNS = 3
 

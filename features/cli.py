@@ -11,6 +11,7 @@ from pathlib import Path
 
 from features.outputs import QuarantineWriter, write_outputs
 from features.pipeline import DEFAULT_CHUNK_ROWS, RAW_LINE, REASON, run_pipeline
+from features.report import summary_line
 from features.schema import InputError
 
 log = logging.getLogger("features")
@@ -97,16 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.replace(partial, quarantine_path)
     written = [*write_outputs(result, args.out), quarantine_path]
-    r = result.report
-    log.info(
-        "rows in %d: used %d, duplicate %d, quarantined %d; %d customers in %.1f s",
-        r["rows_in"],
-        r["rows_used"],
-        r["rows_duplicate"],
-        r["rows_quarantined"],
-        r["customers"],
-        r["elapsed_seconds"],
-    )
+    log.info("%s", summary_line(result.report))
     for path in written:
         print(path)
     return 0

@@ -47,17 +47,22 @@ class QuarantineWriter:
             self._columns = columns
 
 
+def output_frames(result: PipelineResult) -> dict[str, pd.DataFrame]:
+    """The tables a run publishes, by file stem (every engine writes the same set)."""
+    frames = {"features": result.features}
+    if result.training_set is not None:
+        frames["training_set"] = result.training_set
+    if result.label_quarantine is not None:
+        frames["labels_quarantine"] = result.label_quarantine
+    return frames
+
+
 def write_outputs(result: PipelineResult, out_dir: Path) -> list[Path]:
     """Write features, training set (if labelled) and the report. Returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    targets = {"features.csv": result.features}
-    if result.training_set is not None:
-        targets["training_set.csv"] = result.training_set
-    if result.label_quarantine is not None:
-        targets["labels_quarantine.csv"] = result.label_quarantine
-    for name, frame in targets.items():
-        written.append(_write_atomic(out_dir / name, to_csv_text(frame)))
+    for stem, frame in output_frames(result).items():
+        written.append(_write_atomic(out_dir / f"{stem}.csv", to_csv_text(frame)))
     report = json.dumps(result.report, indent=2, ensure_ascii=False) + "\n"
     written.append(_write_atomic(out_dir / "dq_report.json", report))
     written.append(_write_atomic(out_dir / "dq_report.md", render_markdown(result.report)))

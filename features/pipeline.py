@@ -22,7 +22,14 @@ import pyarrow.compute as pc
 from features import aggregate
 from features.definitions import FEATURE_NAMES, ID, TARGET, finalise
 from features.labels import Labels, clean_labels
-from features.quality import FINDINGS, QUARANTINE_ORDER, RULES_BY_CODE, ParsedChunk, parse_chunk
+from features.quality import (
+    FINDINGS,
+    REASON_INDEX,
+    REASON_NAMES,
+    RULES_BY_CODE,
+    ParsedChunk,
+    parse_chunk,
+)
 from features.reader import Source, decode_utf8, escaped_line, open_csv, prefetch, rechunk
 from features.report import build_report
 from features.schema import TRANSACTION_ALIASES, TRANSACTION_REQUIRED, InputError, map_columns
@@ -147,13 +154,14 @@ class _TransactionJob:
 
         parsed = parse_chunk(canonical, self.now)
         reason = parsed.reason
-        reason[not_utf8] = "invalid_utf8"
-        reason[duplicate] = None
-        valid = ~duplicate & (reason == None)  # noqa: E711
+        reason[not_utf8] = REASON_INDEX["invalid_utf8"]
+        reason[duplicate] = 0
+        valid = reason == 0
+        valid &= ~duplicate
         txn_hash = _hash_strings(parsed.transaction_id.filter(pa.array(valid)))
         reused = np.zeros(n, dtype=bool)
         reused[valid] = self.seen_transactions.repeats(txn_hash)
-        reason[reused] = "conflicting_transaction_id"
+        reason[reused] = REASON_INDEX["conflicting_transaction_id"]
         used = valid & ~reused
         self.seen_transactions.add(txn_hash[~reused[valid]])
 
@@ -172,7 +180,7 @@ class _TransactionJob:
         reason: np.ndarray,
         duplicate: np.ndarray,
     ) -> None:
-        rejected = ~duplicate & (reason != None)  # noqa: E711
+        rejected = reason != 0
         self.tally.add(
             "duplicate",
             int(duplicate.sum()),
@@ -180,22 +188,24 @@ class _TransactionJob:
         )
         if not rejected.any():
             return
-        for code in QUARANTINE_ORDER:
-            mask = reason == code
-            if mask.any():
-                self.tally.add(
-                    code, int(mask.sum()), _example_values(example_column(code, canonical), mask)
-                )
+        counts = np.bincount(reason, minlength=len(REASON_NAMES))
+        for index in np.flatnonzero(counts[1:]) + 1:
+            code = REASON_NAMES[index]
+            mask = reason == index
+            self.tally.add(
+                code, int(counts[index]), _example_values(example_column(code, canonical), mask)
+            )
         keep = pa.array(rejected)
         frame = pd.DataFrame(
             {i: values.filter(keep).to_numpy(zero_copy_only=False) for i, values in enumerate(text)}
         )
         frame.columns = self.header  # positional: duplicated header names survive
-        frame[REASON] = reason[rejected]
+        frame[REASON] = REASON_NAMES[reason[rejected]]
         # Rows that are not UTF-8 keep their exact bytes, backslash-escaped, in raw_line.
+        not_text = REASON_INDEX["invalid_utf8"]
         frame[RAW_LINE] = [
-            escaped_line(batch, i, self.delimiter) if code == "invalid_utf8" else ""
-            for i, code in zip(np.flatnonzero(rejected), reason[rejected], strict=True)
+            escaped_line(batch, i, self.delimiter) if index == not_text else ""
+            for i, index in zip(np.flatnonzero(rejected), reason[rejected], strict=True)
         ]
         self.on_quarantine(frame)
 

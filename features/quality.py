@@ -124,6 +124,9 @@ RULES: tuple[Rule, ...] = (
 )
 RULES_BY_CODE = {r.code: r for r in RULES}
 QUARANTINE_ORDER = tuple(r.code for r in RULES if r.action.startswith("quarantined"))
+# Position 0 is "no reason" (a valid row).
+REASON_NAMES = np.array(["", *QUARANTINE_ORDER], dtype=object)
+REASON_INDEX = {code: i for i, code in enumerate(REASON_NAMES) if code}
 FINDINGS = tuple(r.code for r in RULES if r.code != "duplicate" and r.code not in QUARANTINE_ORDER)
 
 
@@ -131,10 +134,12 @@ FINDINGS = tuple(r.code for r in RULES if r.code != "duplicate" and r.code not i
 class ParsedChunk:
     """Typed columns for every row of a chunk, plus why each invalid row is invalid.
 
-    ``reason`` is None for valid rows. Typed values of invalid rows are placeholders.
+    ``reason`` is 0 for valid rows, else 1 + the rule's position in ``QUARANTINE_ORDER``
+    (small integers compare far faster than strings); ``REASON_NAMES`` maps it back.
+    Typed values of invalid rows are placeholders.
     """
 
-    reason: np.ndarray  # object array of str | None
+    reason: np.ndarray  # int8 index into REASON_NAMES
     customer_id: pa.Array
     transaction_id: pa.Array
     amount_pence: np.ndarray  # int64, signed, sign repaired from type
@@ -185,30 +190,24 @@ def _field_offsets(fmt: str) -> dict[str, int]:
     return offsets
 
 
-_COMPONENTS = {
-    "Y": pc.year,
-    "m": pc.month,
-    "d": pc.day,
-    "H": pc.hour,
-    "M": pc.minute,
-    "S": pc.second,
-}
+# A clock time whose fields are in range; strptime would roll 10:00:60 into 10:01:00.
+VALID_CLOCK = r"(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d)?$"
 
 
 def _is_real_date(text: pa.Array, parsed: pa.Array, fmt: str) -> np.ndarray:
     """strptime rolls impossible values over (30 February -> 2 March, second 60 -> next
-    minute) and accepts unpadded fields; a value is kept only if its text has the format's
-    exact length and every parsed field reads back as written."""
+    minute) and accepts unpadded fields. A value is kept only if its text has the format's
+    exact length, the parsed day and month read back as written, and any clock time is in
+    range."""
     at = _field_offsets(fmt)
     exact = pc.equal(pc.utf8_length(text), at["length"])
-    for field, start in at.items():
-        if field == "length":
-            continue
-        width = 4 if field == "Y" else 2
-        digits = pc.utf8_lpad(pc.cast(_COMPONENTS[field](parsed), pa.string()), width, "0")
-        exact = pc.and_(
-            exact, pc.equal(pc.utf8_slice_codeunits(text, start, start + width), digits)
-        )
+    for field, component in (("d", pc.day), ("m", pc.month)):
+        digits = pc.utf8_lpad(pc.cast(component(parsed), pa.string()), 2, "0")
+        start = at[field]
+        exact = pc.and_(exact, pc.equal(pc.utf8_slice_codeunits(text, start, start + 2), digits))
+    if "H" in at:
+        clock = pc.utf8_slice_codeunits(text, at["H"], at["length"])
+        exact = pc.and_(exact, pc.match_substring_regex(clock, "^" + VALID_CLOCK))
     return np.asarray(pc.fill_null(exact, False))
 
 
@@ -275,11 +274,11 @@ def parse_chunk(columns: dict[str, pa.Array], now: datetime) -> ParsedChunk:
         "timestamp_out_of_range": ts_ok & ((ts < earliest) | (ts > latest)),
         "invalid_type": type_invalid,
     }
-    reason = np.full(n, None, dtype=object)
+    reason = np.zeros(n, dtype=np.int8)
     for code in QUARANTINE_ORDER:
         mask = checks.get(code)
         if mask is not None:
-            reason[mask & (reason == None)] = code  # noqa: E711 (element-wise on objects)
+            reason[mask & (reason == 0)] = REASON_INDEX[code]
 
     is_debit = is_debit_word | (type_missing & (pence < 0))
     signed = np.where(is_debit, -np.abs(pence), np.abs(pence))

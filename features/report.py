@@ -151,6 +151,15 @@ def build_report(
     return report
 
 
+def summary_line(report: dict[str, Any]) -> str:
+    """One log line with the run's accounting: counts only, never customer data."""
+    return (
+        f"rows in {report['rows_in']}: used {report['rows_used']}, "
+        f"duplicate {report['rows_duplicate']}, quarantined {report['rows_quarantined']}; "
+        f"{report['customers']} customers in {report['elapsed_seconds']:.1f} s"
+    )
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """A short human-readable version of the report."""
     lines = [

@@ -47,7 +47,7 @@ from pyspark.sql import functions as F  # noqa: N812 (the PySpark convention)
 from features import aggregate as pandas_aggregate
 from features.definitions import AGGREGATES, ID, MONTH_AGGREGATES, finalise
 from features.labels import Labels
-from features.outputs import to_csv_text
+from features.outputs import output_frames, to_csv_text
 from features.pipeline import (
     EXAMPLES_PER_CHECK,
     RAW_LINE,
@@ -72,7 +72,7 @@ from features.quality import (
     UK_FORMATS,
 )
 from features.reader import BOM, sniff_delimiter
-from features.report import build_report, render_markdown
+from features.report import build_report, render_markdown, summary_line
 from features.schema import TRANSACTION_ALIASES, TRANSACTION_REQUIRED, InputError, map_columns
 from features.text import NON_LETTERS, category_pattern, load_lexicon
 
@@ -821,12 +821,7 @@ def write_outputs(spark: SparkSession, result: SparkResult, out: str, fmt: str) 
     store = Store(spark, out)
     # An empty quarantine still gets its header (CSV) or schema (Parquet).
     written = [store.write_frame(f"quarantine.{fmt}", result.quarantine, fmt)]
-    targets = {"features": result.features}
-    if result.training_set is not None:
-        targets["training_set"] = result.training_set
-    if result.label_quarantine is not None:
-        targets["labels_quarantine"] = result.label_quarantine
-    for name, frame in targets.items():
+    for name, frame in output_frames(result).items():  # type: ignore[arg-type]
         written.append(store.write_bytes(f"{name}.{fmt}", _frame_bytes(frame, fmt)))
     report = json.dumps(result.report, indent=2, ensure_ascii=False) + "\n"
     written.append(store.write_bytes("dq_report.json", report.encode("utf-8")))
@@ -910,16 +905,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    r = result.report
-    log.info(
-        "spark: rows in %d: used %d, duplicate %d, quarantined %d; %d customers in %.1f s",
-        r["rows_in"],
-        r["rows_used"],
-        r["rows_duplicate"],
-        r["rows_quarantined"],
-        r["customers"],
-        r["elapsed_seconds"],
-    )
+    log.info("spark: %s", summary_line(result.report))
     for path in written:
         print(path)
     return 0

@@ -54,7 +54,7 @@ PROCESSED = {
     "latin1_bytes.csv": (2, 1, 1),
     "extra_columns.csv": (2, 1, 1),
     "odd_amounts.csv": (10, 3, 7),
-    "odd_timestamps.csv": (9, 3, 6),
+    "odd_timestamps.csv": (11, 3, 8),
 }
 
 
@@ -130,6 +130,8 @@ def test_odd_timestamps() -> None:
         "T6": "invalid_timestamp",
         "T7": "invalid_timestamp",
         "T8": "invalid_timestamp",
+        "T10": "invalid_timestamp",
+        "T11": "invalid_timestamp",
     }
     assert result.report["as_of"].startswith("2025-02-01T10:00:00")
 
