@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from features.blob_batch import CURATED, QUARANTINE, BlobStore
+
 ROOT = Path(__file__).resolve().parents[1]
 HANDOVER = ROOT.parent / "shared" / "handover"
 AZURITE_HOST = "127.0.0.1"
@@ -80,3 +82,13 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def blob_outputs(store: BlobStore, batch: str) -> dict[str, bytes]:
+    """Every blob under curated/<batch>/ and quarantine/<batch>/ with its bytes."""
+    found = {}
+    for container in (CURATED, QUARANTINE):
+        client = store.service.get_container_client(container)
+        for blob in client.list_blobs(name_starts_with=f"{batch}/"):
+            found[f"{container}/{blob.name}"] = client.download_blob(blob.name).readall()
+    return found

@@ -26,12 +26,14 @@ import pandas as pd
 import pytest
 from azure.core.exceptions import ResourceModifiedError, ServiceRequestError
 from azure.storage.blob import BlobServiceClient
+from conftest import blob_outputs as outputs
 
 import function_app
 from features import blob_batch
-from features.blob_batch import CURATED, QUARANTINE, RAW, BlobStore, Outcome
+from features.blob_batch import CURATED, RAW, BlobStore, Outcome
 from features.outputs import to_csv_text
 from features.pipeline import run_pipeline
+from features.quality import FINDINGS, QUARANTINE_ORDER
 from features.upload import upload_batch, upload_model
 from scoring import api
 from scoring.blob_source import source_from_settings
@@ -40,25 +42,8 @@ from scoring.settings import local_source
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "artifacts"
-TRANSACTION_CODES = (
-    "malformed_row",
-    "missing_customer_id",
-    "missing_transaction_id",
-    "missing_amount",
-    "invalid_amount",
-    "amount_out_of_range",
-    "missing_timestamp",
-    "invalid_timestamp",
-    "timestamp_out_of_range",
-    "invalid_type",
-    "conflicting_transaction_id",
-    "type_padded_or_mixed_case",
-    "missing_type",
-    "sign_disagrees_with_type",
-    "missing_description",
-    "non_iso_timestamp",
-    "large_amount",
-)
+# Every transaction rule the synthetic generator injects (all but invalid_utf8).
+TRANSACTION_CODES = tuple(c for c in (*QUARANTINE_ORDER, *FINDINGS) if c != "invalid_utf8")
 
 
 @pytest.fixture(scope="module")
@@ -121,16 +106,6 @@ def trigger(store: BlobStore, batch: str, file: str) -> None:
 
 def new_batch() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
-
-
-def outputs(store: BlobStore, batch: str) -> dict[str, bytes]:
-    """Every blob under curated/<batch>/ and quarantine/<batch>/ with its bytes."""
-    found = {}
-    for container in (CURATED, QUARANTINE):
-        client = store.service.get_container_client(container)
-        for blob in client.list_blobs(name_starts_with=f"{batch}/"):
-            found[f"{container}/{blob.name}"] = client.download_blob(blob.name).readall()
-    return found
 
 
 def marker(found: dict[str, bytes], batch: str, name: str) -> dict[str, Any]:
@@ -234,19 +209,7 @@ def test_messy_batch_report_matches_the_injected_problems(store: BlobStore, mess
     assert len(read_csv(training)) == report["training_rows"]
 
 
-_QUARANTINED = {
-    "malformed_row",
-    "missing_customer_id",
-    "missing_transaction_id",
-    "missing_amount",
-    "invalid_amount",
-    "amount_out_of_range",
-    "missing_timestamp",
-    "invalid_timestamp",
-    "timestamp_out_of_range",
-    "invalid_type",
-    "conflicting_transaction_id",
-}
+_QUARANTINED = set(QUARANTINE_ORDER)
 
 
 def test_unlabelled_batch_gets_features_and_predictions(

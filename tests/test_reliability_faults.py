@@ -38,11 +38,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from azure.core.exceptions import ServiceResponseError
+from conftest import blob_outputs as outputs
 from fastapi.testclient import TestClient
 
 import function_app
 from features import blob_batch
-from features.blob_batch import CURATED, QUARANTINE, RAW, BlobInfo, BlobStore, Outcome
+from features.blob_batch import CURATED, RAW, BlobInfo, BlobStore, Outcome
 from features.outputs import to_csv_text
 from features.pipeline import run_pipeline
 from scoring import api
@@ -403,16 +404,6 @@ class FaultyStore:
 
     def lock(self, key: str) -> AbstractContextManager[None]:
         return self.inner.lock(key)
-
-
-def outputs(store: BlobStore, batch: str) -> dict[str, bytes]:
-    """Every blob under curated/<batch>/ and quarantine/<batch>/ with its bytes."""
-    found = {}
-    for container in (CURATED, QUARANTINE):
-        client = store.service.get_container_client(container)
-        for blob in client.list_blobs(name_starts_with=f"{batch}/"):
-            found[f"{container}/{blob.name}"] = client.download_blob(blob.name).readall()
-    return found
 
 
 @pytest.fixture(scope="module")
