@@ -1,8 +1,10 @@
 """ASGI middleware that refuses bodies the API will not parse, before they are read.
 
 Wrong or missing Content-Type -> 415; body over the cap -> 413 (declared length checked up
-front; a chunked body is counted while buffered). Pure ASGI, so it costs microseconds and
-works the same under uvicorn and the Azure Functions ASGI adapter.
+front; a chunked body is counted while buffered); a JSON object with the same key twice
+-> 422 (a parser would silently keep the last one, so {"customer_id": "A",
+"customer_id": "B"} would be scored as B). Pure ASGI, so it works the same under uvicorn
+and the Azure Functions ASGI adapter.
 """
 
 from __future__ import annotations
@@ -20,7 +22,29 @@ def is_json_content_type(value: str | None) -> bool:
     )
 
 
-async def _reply(send: Any, status: int, detail: str) -> None:
+def duplicate_key(body: bytes) -> str | None:
+    """The first key that appears twice in one JSON object, or None.
+
+    Bodies that are not valid JSON are left to the app, which explains them in its own 422.
+    """
+    repeated: list[str] = []
+
+    def keep_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                repeated.append(key)
+            seen.add(key)
+        return dict(pairs)
+
+    try:
+        json.loads(body, object_pairs_hook=keep_pairs)
+    except (ValueError, RecursionError):
+        return None
+    return repeated[0] if repeated else None
+
+
+async def _reply(send: Any, status: int, detail: Any) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send(
         {
@@ -67,9 +91,7 @@ class BodyGuard:
             if int(content_length) > limit:
                 await _reply(send, 413, f"request body is over the {limit}-byte limit")
                 return
-            await self.app(scope, receive, send)
-            return
-        # No declared length (chunked): buffer up to the limit, then replay.
+        # Buffer the body (at most the limit), check it, then replay it to the app.
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -86,6 +108,15 @@ class BodyGuard:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        repeated = duplicate_key(body)
+        if repeated is not None:
+            error = {
+                "loc": ["body", repeated[:60]],
+                "type": "duplicate_key",
+                "msg": f"key {repeated[:60]!r} appears more than once in one object",
+            }
+            await _reply(send, 422, [error])
+            return
         sent = False
 
         async def replay() -> dict:

@@ -314,3 +314,32 @@ def test_same_app_answers_under_the_azure_functions_adapter() -> None:
     assert call(b"{}", "text/plain").status_code == 415
     bad = call(json.dumps({**BRIEF_EXAMPLE, "has_rent": 5}).encode(), "application/json")
     assert bad.status_code == 422 and b"has_rent" in bad.get_body()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "key"),
+    [
+        (
+            "/predict",
+            '{"customer_id": "A", "num_transactions": 1, "customer_id": "B"}',
+            "customer_id",
+        ),
+        (
+            "/api/predict/batch",
+            '{"items": [{"customer_id": "A", "has_rent": 1, "has_rent": 0}]}',
+            "has_rent",
+        ),
+    ],
+)
+def test_duplicate_json_keys_are_refused_not_last_wins(
+    client: TestClient, path: str, body: str, key: str
+) -> None:
+    r = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422
+    (error,) = r.json()["detail"]
+    assert error["type"] == "duplicate_key" and error["loc"] == ["body", key]
+
+
+def test_same_key_in_different_objects_is_fine(client: TestClient) -> None:
+    items = [{**BRIEF_EXAMPLE, "customer_id": f"C{i}"} for i in range(2)]
+    assert client.post("/predict/batch", json={"items": items}).status_code == 200
