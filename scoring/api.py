@@ -161,10 +161,24 @@ def _field_message(loc: list[Any], msg: str) -> str:
     return f"{path}: {msg}" if path else msg
 
 
+# A hostile body must not turn into a much larger error response: cap what is echoed.
+MAX_ERRORS = 20
+MAX_ECHO_CHARS = 64
+
+
+def _short(part: Any) -> Any:
+    return (
+        part[:MAX_ECHO_CHARS] + "..."
+        if isinstance(part, str) and len(part) > MAX_ECHO_CHARS
+        else part
+    )
+
+
 async def _on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     errors = []
-    for err in exc.errors():
-        loc = list(err.get("loc", ()))
+    all_errors = exc.errors()
+    for err in all_errors[:MAX_ERRORS]:
+        loc = [_short(part) for part in err.get("loc", ())]
         if err.get("type") == "json_invalid":
             reason = (err.get("ctx") or {}).get("error", "")
             errors.append(
@@ -182,6 +196,9 @@ async def _on_validation_error(_: Request, exc: RequestValidationError) -> JSONR
                 "type": err.get("type", "value_error"),
             }
         )
+    if len(all_errors) > MAX_ERRORS:
+        more = len(all_errors) - MAX_ERRORS
+        errors.append({"loc": ["body"], "msg": f"... and {more} more errors", "type": "too_many"})
     return JSONResponse({"detail": errors}, status_code=422)
 
 

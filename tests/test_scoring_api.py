@@ -343,3 +343,12 @@ def test_duplicate_json_keys_are_refused_not_last_wins(
 def test_same_key_in_different_objects_is_fine(client: TestClient) -> None:
     items = [{**BRIEF_EXAMPLE, "customer_id": f"C{i}"} for i in range(2)]
     assert client.post("/predict/batch", json={"items": items}).status_code == 200
+
+
+def test_error_response_does_not_amplify_a_hostile_body(client: TestClient) -> None:
+    body = {**BRIEF_EXAMPLE, **{f"unknown_{i}_" + "x" * 5000: 1 for i in range(200)}}
+    r = client.post("/predict", json=body)
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert len(detail) == 21 and detail[-1]["type"] == "too_many"
+    assert len(r.content) < 20_000  # the request was about 1 MB
