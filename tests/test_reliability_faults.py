@@ -42,6 +42,7 @@ from conftest import blob_outputs as outputs
 from fastapi.testclient import TestClient
 
 import function_app
+from benchmarks.load_test import stop_server
 from features import blob_batch
 from features.blob_batch import CURATED, RAW, BlobInfo, BlobStore, Outcome
 from features.outputs import to_csv_text
@@ -276,12 +277,7 @@ def test_a_live_server_recovers_after_the_default_retry_window_without_restart(
             assert body["probability"] == pytest.approx(_expected_probability(BRIEF_EXAMPLE))
         assert proc.poll() is None  # the same process: no restart was needed
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
+        stop_server(proc)
 
 
 # ---------------------------------------------------------------- Azurite: function app
