@@ -45,7 +45,7 @@ import pandas as pd
 
 from features.definitions import ID
 from features.outputs import QuarantineWriter, to_csv_text
-from features.pipeline import RAW_LINE, REASON, run_pipeline
+from features.pipeline import run_pipeline
 from features.schema import InputError
 
 if TYPE_CHECKING:
@@ -261,7 +261,7 @@ def _run(
             now=transactions.last_modified,
             on_quarantine=writer,
         )
-        writer.finish([*result.report["transactions_file"]["columns"], REASON, RAW_LINE])
+        writer.finish(result.quarantine_columns)
         text.flush()
         text.detach()
         rejected_labels = None

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from features.outputs import QuarantineWriter, write_outputs
-from features.pipeline import DEFAULT_CHUNK_ROWS, RAW_LINE, REASON, run_pipeline
+from features.pipeline import DEFAULT_CHUNK_ROWS, run_pipeline
 from features.report import summary_line
 from features.schema import InputError
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 on_quarantine=writer,
                 now=args.now,
             )
-            writer.finish([*result.report["transactions_file"]["columns"], REASON, RAW_LINE])
+            writer.finish(result.quarantine_columns)
     except InputError as error:
         partial.unlink(missing_ok=True)
         print(f"error: {error}", file=sys.stderr)

@@ -118,6 +118,11 @@ class PipelineResult:
     quarantine: pd.DataFrame | None  # only when no quarantine sink was given
     label_quarantine: pd.DataFrame | None = None  # rejected label rows, when labels given
 
+    @property
+    def quarantine_columns(self) -> list[str]:
+        """Header of the quarantine file: the input's columns, then reason and raw line."""
+        return [*self.report["transactions_file"]["columns"], REASON, RAW_LINE]
+
 
 def _example_values(values: pa.Array, mask: np.ndarray) -> list[str]:
     picked = values.filter(pa.array(mask)).slice(0, EXAMPLES_PER_CHECK).to_pylist()
