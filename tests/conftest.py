@@ -7,6 +7,7 @@ fixture starts one for the test session and stops it afterwards.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -16,14 +17,23 @@ from pathlib import Path
 
 import pytest
 
+from features.blob_batch import _DEV_KEY as DEV_ACCOUNT_KEY
 from features.blob_batch import CURATED, QUARANTINE, BlobStore
 
 ROOT = Path(__file__).resolve().parents[1]
 HANDOVER = ROOT.parent / "shared" / "handover"
 AZURITE_HOST = "127.0.0.1"
-AZURITE_BLOB_PORT = 10000
-# Azurite's development account, addressed the way the Functions runtime does locally.
-AZURITE_CONNECTION = "UseDevelopmentStorage=true"
+# Another port lets two checkouts run their suites side by side (AZURITE_BLOB_PORT=10010).
+AZURITE_BLOB_PORT = int(os.environ.get("AZURITE_BLOB_PORT") or 10000)
+# Azurite's development account, addressed the way the Functions runtime does locally; on
+# another port, the same account spelt out as a full connection string.
+AZURITE_CONNECTION = (
+    "UseDevelopmentStorage=true"
+    if AZURITE_BLOB_PORT == 10000
+    else "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    f"AccountKey={DEV_ACCOUNT_KEY};"
+    f"BlobEndpoint=http://{AZURITE_HOST}:{AZURITE_BLOB_PORT}/devstoreaccount1;"
+)
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +81,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     while not _listening(AZURITE_HOST, AZURITE_BLOB_PORT):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            pytest.fail("Azurite did not start on 127.0.0.1:10000")
+            pytest.fail(f"Azurite did not start on {AZURITE_HOST}:{AZURITE_BLOB_PORT}")
         time.sleep(0.1)
     try:
         yield AZURITE_CONNECTION
