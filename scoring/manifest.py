@@ -3,6 +3,11 @@
 The manifest is the only record of a model's input order, so it is validated hard: every
 accepted request field must be a Part 1 feature, no field feeds two inputs, and only 0/1
 flags may be optional (defaulting to 0). Numeric aggregates are never imputed.
+
+It is also the bundle's table of contents: the sha256 of ``model.joblib`` and, when present,
+of ``linear.json`` (the linear model's parameters, served without unpickling) and
+``reference.json`` (the training data's distributions, for drift). Every file is checked
+against its sha256 before it is used. File names are fixed here, never taken from a manifest.
 """
 
 from __future__ import annotations
@@ -17,6 +22,12 @@ from features.definitions import FEATURE_NAMES, FLAG_FEATURES
 
 MANIFEST_FILE = "model.json"
 MODEL_FILE = "model.joblib"
+LINEAR_FILE = "linear.json"
+REFERENCE_FILE = "reference.json"
+# Every file a bundle may hold; sources read nothing else.
+BUNDLE_FILES = (MANIFEST_FILE, MODEL_FILE, LINEAR_FILE, REFERENCE_FILE)
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class ManifestError(ValueError):
@@ -53,6 +64,26 @@ class InputSpec(BaseModel):
         return self
 
 
+class LinearSection(BaseModel):
+    """``linear.json``: its checksum and how it was verified against the pickle."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sha256: Sha256
+    verified: dict[str, Any] = Field(
+        description="Rows compared with predict_proba when written, largest differences, and "
+        "the scikit-learn version that computed the estimator's side."
+    )
+
+
+class ReferenceSection(BaseModel):
+    """``reference.json``: training-data distributions for drift monitoring."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sha256: Sha256
+    computed: datetime = Field(description="When the profile was computed (UTC).")
+    rows: Annotated[int, Field(gt=0)] = Field(description="Training rows it describes.")
+
+
 class Manifest(BaseModel):
     """Everything a service needs to serve a model and to tell its users what it is."""
 
@@ -62,7 +93,7 @@ class Manifest(BaseModel):
     version: str
     created: datetime
     placeholder: bool = Field(description="True for a model that is not fit for decisions.")
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    sha256: Sha256
     sklearn_version: str = Field(description="scikit-learn version the model was pickled with.")
     estimator: str
     inputs: Annotated[list[InputSpec], Field(min_length=1)]
@@ -70,6 +101,12 @@ class Manifest(BaseModel):
     threshold_reason: str
     metrics: dict[str, Any] | None
     notes: str
+    linear: LinearSection | None = Field(
+        default=None, description="Set when linear.json lets the model be served unpickled."
+    )
+    reference: ReferenceSection | None = Field(
+        default=None, description="Set when reference.json holds a drift reference profile."
+    )
 
     @model_validator(mode="after")
     def _check_inputs(self) -> Manifest:

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,8 +29,17 @@ import pandas as pd
 
 from features.definitions import FEATURE_NAMES, FLAG_FEATURES, ID, TARGET
 from scoring.bundle import sha256_hex
-from scoring.manifest import MANIFEST_FILE, MODEL_FILE, InputSpec, Manifest, dump_manifest
+from scoring.manifest import (
+    LINEAR_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    REFERENCE_FILE,
+    InputSpec,
+    Manifest,
+)
 from scoring.metrics import binary_report, confusion_at
+from scoring.packaging import write_bundle
+from scoring.reference import Reference, build_reference
 from scoring.transforms import signed_log1p
 
 TRUTH_FILE = "truth.csv"
@@ -184,35 +191,6 @@ def manifest_inputs() -> list[InputSpec]:
     ]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; bundles are read by other processes
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_bundle(out: Path, estimator: Any, manifest_fields: dict[str, Any]) -> Manifest:
-    """Write model.joblib then model.json; a half-written bundle fails its sha256 check."""
-    import joblib
-    import sklearn
-
-    buf = io.BytesIO()
-    joblib.dump(estimator, buf)
-    blob = buf.getvalue()
-    manifest = Manifest(
-        sha256=sha256_hex(blob), sklearn_version=sklearn.__version__, **manifest_fields
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / MODEL_FILE, blob)
-    _atomic_write(out / MANIFEST_FILE, dump_manifest(manifest))
-    return manifest
-
-
 def train(
     training_set: Path,
     out: Path,
@@ -235,8 +213,10 @@ def train(
         reports = {n: binary_report(data.y, p) for n, p in oof.items()}
         selected, why = choose({n: r["auc"] for n, r in reports.items()}, boost_margin)
         estimator = candidates(seed)[selected].fit(data.x, data.y)
+        scores = estimator.predict_proba(data.x)[:, 1]
     threshold = 1.0 / (1.0 + cost_ratio)
     now = datetime.now(UTC).replace(microsecond=0)
+    inputs = manifest_inputs()
     metrics = {
         "rows": len(data.y),
         "defaults": int(data.y.sum()),
@@ -263,7 +243,7 @@ def train(
             "created": now,
             "placeholder": False,
             "estimator": describe_estimator(estimator),
-            "inputs": manifest_inputs(),
+            "inputs": inputs,
             "threshold": round(threshold, 6),
             "threshold_reason": (
                 f"Expected-cost rule for calibrated probabilities: a missed default is assumed to "
@@ -280,6 +260,25 @@ def train(
                 + (f" Data: {data_note}" if data_note else "")
             ),
         },
+        verify_rows=data.x.to_numpy(dtype=float),
+        reference=training_reference(inputs, data, scores, now),
+    )
+
+
+def training_reference(
+    inputs: list[InputSpec], data: TrainingData, scores: np.ndarray, computed: datetime
+) -> Reference:
+    """Drift reference: every input's distribution on the training rows (quantile bins;
+    categories for 0/1 flags) and the fitted model's in-sample scores, which is what a
+    batch scored by this model is compared with."""
+    columns = [spec.accepts[0] for spec in inputs]
+    return build_reference(
+        names=[spec.name for spec in inputs],
+        columns=columns,
+        is_flag=[all(a in FLAG_FEATURES for a in spec.accepts) for spec in inputs],
+        matrix=data.x[columns].to_numpy(dtype=float),
+        scores=scores,
+        computed=computed,
     )
 
 
@@ -325,7 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     m = manifest.metrics or {}
     cv = m["cross_validated"]
-    print(f"wrote {args.out}/{MODEL_FILE} + {MANIFEST_FILE}: {manifest.model_version}")
+    files = [MODEL_FILE, MANIFEST_FILE]
+    files += [LINEAR_FILE] if manifest.linear else []
+    files += [REFERENCE_FILE] if manifest.reference else []
+    print(f"wrote {', '.join(files)} to {args.out}: {manifest.model_version}")
     print(f"  selected {m['selected']}: {m['selection_reason']}")
     print(
         f"  CV ({m['cv']['folds']}-fold) AUC {cv['auc']} Gini {cv['gini']} KS {cv['ks']} "

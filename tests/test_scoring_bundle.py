@@ -1,5 +1,6 @@
-"""Model bundles: sha256 before unpickling, manifest/estimator agreement, the lazy holder,
-503 and recovery through the API, and the numpy fast path against predict_proba."""
+"""Model bundles: sha256 before unpickling (and before using linear.json), manifest/estimator
+agreement, serving linear bundles without scikit-learn or the pickle, the lazy holder, 503
+and recovery through the API, and the numpy fast path against predict_proba."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +19,22 @@ import joblib
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scoring import api
 from scoring.bundle import BundleError, LocalDirSource, load_bundle
 from scoring.holder import ModelHolder, ModelUnavailableError
-from scoring.manifest import ManifestError, parse_manifest
+from scoring.linear import (
+    LinearParams,
+    LinearParamsError,
+    Step,
+    from_estimator,
+    parse_linear,
+    verify_against,
+)
+from scoring.manifest import BUNDLE_FILES, ManifestError, parse_manifest
+from scoring.packaging import add_linear, verification_matrix
 from scoring.schema import BRIEF_EXAMPLE
 from scoring.scorer import LinearScorer, ProbaScorer, build_scorer
 from scoring.settings import PROJECT_ROOT, local_source
@@ -30,10 +44,27 @@ ARTIFACTS = PROJECT_ROOT / "artifacts"
 
 
 def copy_bundle(dst: Path, src: Path = ARTIFACTS) -> Path:
+    """Every bundle file ``src`` has (model, manifest, linear.json, reference.json)."""
     dst.mkdir(parents=True, exist_ok=True)
-    for name in ("model.joblib", "model.json"):
-        shutil.copyfile(src / name, dst / name)
+    for name in BUNDLE_FILES:
+        if (src / name).exists():
+            shutil.copyfile(src / name, dst / name)
     return dst
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def resign(bundle: Path, name: str, data: bytes) -> None:
+    """Replace a file and update the manifest's sha256 for it, as a careless editor would."""
+    (bundle / name).write_bytes(data)
+    manifest = json.loads((bundle / "model.json").read_text())
+    if name == "model.joblib":
+        manifest["sha256"] = sha(data)
+    else:
+        manifest[name.removesuffix(".json")]["sha256"] = sha(data)
+    (bundle / "model.json").write_text(json.dumps(manifest))
 
 
 def edit_manifest(bundle: Path, **changes: object) -> None:
@@ -48,13 +79,27 @@ def test_shipped_handover_model_is_byte_identical(handover_dir: Path) -> None:
     assert ours == (handover_dir / "artifacts" / "model.joblib").read_bytes()
 
 
-def test_handover_bundle_loads_with_its_warnings() -> None:
+def test_handover_bundle_is_served_from_its_linear_parameters_with_the_version_gap_shown() -> None:
     model = load_bundle(LocalDirSource(ARTIFACTS))
     assert model.manifest.sha256 == HANDOVER_SHA
     assert model.manifest.placeholder is True
+    assert isinstance(model.scorer, LinearScorer) and model.scorer.kind == "linear-json"
+    assert model.runtime_sklearn is None  # scikit-learn was not needed
+    assert model.warnings == (
+        "model pickled with scikit-learn 1.1.3; served from linear.json, checked against its "
+        "predict_proba under scikit-learn 1.7.2",
+    )
+    # The pickle is still there, verified, and unpickled only when asked for.
     assert len(model.manifest.inputs) == model.estimator.n_features_in_ == 9
+
+
+def test_handover_pickle_path_still_surfaces_its_unpickling_warnings(tmp_path: Path) -> None:
+    bundle = copy_bundle(tmp_path / "b")
+    (bundle / "linear.json").unlink()
+    model = load_bundle(LocalDirSource(bundle))
+    assert model.scorer.kind == "linear-numpy" and model.runtime_sklearn is not None
     assert any("InconsistentVersionWarning" in w for w in model.warnings)
-    assert isinstance(model.scorer, LinearScorer)
+    assert any("linear.json not found" in w and "through the pickle" in w for w in model.warnings)
 
 
 def test_tampered_model_is_refused(tmp_path: Path) -> None:
@@ -152,6 +197,189 @@ def test_unrecognised_estimators_fall_back_to_predict_proba() -> None:
     scorer = build_scorer(est)
     assert isinstance(scorer, ProbaScorer) and scorer.contributions(x) is None
     np.testing.assert_array_equal(scorer.probabilities(x), est.predict_proba(x)[:, 1])
+
+
+TRAINED = ARTIFACTS / "trained"
+
+
+@pytest.mark.parametrize("bundle", [ARTIFACTS, TRAINED], ids=["handover", "trained"])
+def test_shipped_linear_parameters_equal_predict_proba(bundle: Path) -> None:
+    """Both shipped bundles: linear.json reproduces the pickle on a wide grid of inputs."""
+    model = load_bundle(LocalDirSource(bundle))
+    assert model.scorer.kind == "linear-json"
+    manifest = model.manifest
+    assert manifest.linear is not None
+    assert manifest.linear.sha256 == sha((bundle / "linear.json").read_bytes())
+    x = verification_matrix(manifest.inputs, rows=3000)
+    params = model.scorer.params
+    expected = model.estimator.predict_proba(_named(params, x))[:, 1]
+    assert expected.min() < 0.01 and expected.max() > 0.99  # the grid reaches both tails
+    np.testing.assert_allclose(model.scorer.probabilities(x), expected, rtol=1e-12, atol=1e-15)
+    logits = model.estimator.decision_function(_named(params, x))
+    np.testing.assert_allclose(
+        model.scorer.contributions(x).sum(axis=1) + params.intercept, logits, rtol=1e-9, atol=1e-9
+    )
+
+
+def _named(params: LinearParams, x: np.ndarray) -> object:
+    import pandas as pd
+
+    return x if params.feature_names is None else pd.DataFrame(x, columns=params.feature_names)
+
+
+def test_shipped_handover_linear_json_is_reproducible(tmp_path: Path) -> None:
+    """python -m scoring.packaging regenerates the shipped file byte for byte, and leaves
+    the handover pickle byte-identical."""
+    bundle = copy_bundle(tmp_path / "b")
+    (bundle / "linear.json").unlink()
+    done = subprocess.run(
+        [sys.executable, "-m", "scoring.packaging", "--bundle", str(bundle)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "matches predict_proba on 5000 rows" in done.stdout
+    assert (bundle / "linear.json").read_bytes() == (ARTIFACTS / "linear.json").read_bytes()
+    assert sha((bundle / "model.joblib").read_bytes()) == HANDOVER_SHA
+    assert json.loads((bundle / "model.json").read_text()) == json.loads(
+        (ARTIFACTS / "model.json").read_text()
+    )
+
+
+SERVING_PROBE = """
+import json, sys
+from fastapi.testclient import TestClient
+from scoring import api
+client = TestClient(api.app)
+body = json.loads(sys.argv[1])
+r = client.post("/predict", json=body)
+assert r.status_code == 200, r.text
+print(json.dumps({"probability": r.json()["probability"],
+                  "runtime": client.get("/model").json()["runtime"],
+                  "loaded": sorted(m for m in ("sklearn", "joblib", "scipy") if m in sys.modules)}))
+"""
+
+
+def test_serving_a_linear_bundle_imports_neither_sklearn_nor_joblib_nor_unpickles(
+    tmp_path: Path,
+) -> None:
+    """A fresh interpreter serves /predict from linear.json. The bundle's pickle is a trap
+    (unpickling it creates a file, and its sha256 is in the manifest, so it would be
+    trusted): it is never unpickled, and scikit-learn, joblib and scipy are never imported."""
+    bundle = copy_bundle(tmp_path / "b")
+    marker = tmp_path / "unpickled"
+    resign(bundle, "model.joblib", pickle.dumps(_Boom(marker)))
+    done = subprocess.run(
+        [sys.executable, "-c", SERVING_PROBE, json.dumps(BRIEF_EXAMPLE)],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "MODEL_DIR": str(bundle)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["loaded"] == []
+    assert out["runtime"]["scorer"] == "linear-json" and out["runtime"]["sklearn_version"] is None
+    assert not marker.exists()
+    handover = load_bundle(LocalDirSource(ARTIFACTS))
+    row = [BRIEF_EXAMPLE.get(i.accepts[0], i.default) for i in handover.manifest.inputs]
+    expected = handover.estimator.predict_proba(np.array([row], dtype=float))[0, 1]
+    assert out["probability"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_tampered_linear_parameters_are_refused(tmp_path: Path) -> None:
+    bundle = copy_bundle(tmp_path / "b")
+    data = json.loads((bundle / "linear.json").read_text())
+    data["coef"][1] *= -1  # flips the sign of total_debit's weight
+    (bundle / "linear.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"linear.json sha256 .* refusing to use it"):
+        load_bundle(LocalDirSource(bundle))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda d: d.update(coef=d["coef"][:8]),
+            "manifest lists 9 inputs but the estimator expects 8",
+        ),
+        (lambda d: d.update(coef=[*d["coef"][:8], float("nan")]), "linear.json is invalid"),
+        (lambda d: d.update(steps=[{"op": "function", "function": "eval"}]), "unknown transform"),
+        (lambda d: d.update(feature_names=[f"f{i}" for i in range(9)]), "feature names differ"),
+        (lambda d: d.pop("intercept"), "linear.json is invalid"),
+    ],
+)
+def test_malformed_linear_parameters_are_refused_even_when_resigned(
+    tmp_path: Path, edit, message: str
+) -> None:
+    bundle = copy_bundle(tmp_path / "b")
+    data = json.loads((bundle / "linear.json").read_text())
+    edit(data)
+    resign(bundle, "linear.json", json.dumps(data).encode())
+    with pytest.raises(BundleError, match=message):
+        load_bundle(LocalDirSource(bundle))
+
+
+def test_write_time_verification_refuses_parameters_that_are_not_the_model() -> None:
+    model = load_bundle(LocalDirSource(TRAINED))
+    params = from_estimator(model.estimator)
+    assert params is not None
+    x = verification_matrix(model.manifest.inputs, rows=500)
+    record = verify_against(params, model.estimator, x)
+    assert record["rows"] == 500 and record["max_abs_diff_log_odds"] <= 1e-9
+    coef = params.coef.copy()
+    coef[0] *= 1 + 1e-6  # a tiny change is still caught
+    wrong = LinearParams(params.steps, coef, params.intercept, params.feature_names)
+    with pytest.raises(LinearParamsError, match="disagree with the estimator"):
+        verify_against(wrong, model.estimator, x)
+
+
+def test_add_linear_refuses_a_model_it_cannot_express(tmp_path: Path) -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    bundle = copy_bundle(tmp_path / "b")
+    (bundle / "linear.json").unlink()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 9))
+    est = HistGradientBoostingClassifier(max_iter=5).fit(x, (x[:, 0] > 0).astype(int))
+    resign(bundle, "model.joblib", _joblib_bytes(est))
+    with pytest.raises(BundleError, match="not a supported linear model"):
+        add_linear(bundle)
+    assert not (bundle / "linear.json").exists()
+
+
+def _joblib_bytes(obj: object) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    joblib.dump(obj, buf)
+    return buf.getvalue()
+
+
+finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    coef=st.lists(finite, min_size=1, max_size=6),
+    intercept=finite,
+    signed_log=st.booleans(),
+    scale=st.floats(min_value=1e-3, max_value=1e3),
+)
+def test_linear_json_round_trips_exactly(
+    coef: list[float], intercept: float, signed_log: bool, scale: float
+) -> None:
+    n = len(coef)
+    steps = [Step(op="function", function="signed_log1p")] if signed_log else []
+    steps.append(Step(op="standardise", mean=np.linspace(-1, 1, n), scale=np.full(n, scale)))
+    params = LinearParams(tuple(steps), np.array(coef), intercept)
+    back = parse_linear(params.to_json_bytes())
+    assert back.to_json_bytes() == params.to_json_bytes()
+    x = np.random.default_rng(1).normal(0, 100, (20, n))
+    np.testing.assert_array_equal(back.logits(x), params.logits(x))
 
 
 class FlakySource:

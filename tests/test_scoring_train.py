@@ -1,10 +1,12 @@
 """Training: the CLI on a small synthetic CSV built here (with known probabilities), the
-bundle it writes, and the shipped trained bundle served through the API."""
+bundle it writes (pickle, verified linear parameters, checksummed drift reference), and the
+shipped trained bundle served through the API."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -75,16 +77,63 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_cli_writes_a_verifiable_bundle(trained: Path) -> None:
     manifest = json.loads((trained / "model.json").read_text())
-    blob = (trained / "model.joblib").read_bytes()
-    assert manifest["sha256"] == hashlib.sha256(blob).hexdigest()
+    assert manifest["sha256"] == sha(trained / "model.joblib")
+    assert manifest["linear"]["sha256"] == sha(trained / "linear.json")
+    assert manifest["linear"]["verified"]["rows"] > 600  # training rows plus the wide grid
+    assert manifest["reference"]["sha256"] == sha(trained / "reference.json")
     assert [i["name"] for i in manifest["inputs"]] == list(FEATURE_NAMES)
     assert {i["name"] for i in manifest["inputs"] if i["optional"]} == set(FLAG_FEATURES)
     assert manifest["placeholder"] is False and manifest["version"] == "t1"
     model = load_bundle(LocalDirSource(trained))
+    assert model.scorer.kind == "linear-json"
     assert model.estimator.n_features_in_ == len(FEATURE_NAMES)
-    assert model.warnings == ()  # pickled and loaded with the same scikit-learn
+    assert model.warnings == ()  # pickled and checked with the same scikit-learn
+
+
+def test_reference_profile_describes_every_input_and_the_score(trained: Path) -> None:
+    manifest = json.loads((trained / "model.json").read_text())
+    ref = json.loads((trained / "reference.json").read_text())
+    assert ref["rows"] == manifest["reference"]["rows"] == 600
+    assert ref["computed"] == manifest["reference"]["computed"] == manifest["created"]
+    assert [i["name"] for i in ref["inputs"]] == list(FEATURE_NAMES)
+    df = pd.read_csv(trained.parent / "data" / "training_set.csv")
+    for entry in ref["inputs"]:
+        assert sum(entry["shares"]) == pytest.approx(1.0)
+        values = df[entry["column"]]
+        if entry["name"] in FLAG_FEATURES:
+            assert entry["kind"] == "categorical" and entry["categories"] == [0.0, 1.0]
+            assert entry["shares"][1] == pytest.approx(values.mean())
+        else:
+            assert entry["kind"] == "numeric"
+            edges = entry["edges"]
+            assert edges == sorted(set(edges)) and len(edges) <= 9
+            # right-closed bins: the first share is the rows at or below the first edge
+            assert entry["shares"][0] == pytest.approx((values <= edges[0]).mean())
+    score = ref["score"]
+    assert score["kind"] == "numeric" and len(score["shares"]) == 10  # continuous: 10 deciles
+    assert all(s == pytest.approx(0.1, abs=0.002) for s in score["shares"])
+
+
+def test_a_boosting_bundle_has_no_linear_file_and_scores_through_the_pickle(
+    trained: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "b"
+    shutil.copytree(trained, out)  # an earlier linear bundle in the same directory
+    csv = trained.parent / "data" / "training_set.csv"
+    done = run_train("--training-set", str(csv), "--out", str(out), "--boost-margin", "-1")
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["metrics"]["selected"] == "hist_gradient_boosting"
+    assert manifest["linear"] is None and not (out / "linear.json").exists()
+    assert manifest["reference"]["sha256"] == sha(out / "reference.json")
+    model = load_bundle(LocalDirSource(out))
+    assert model.scorer.kind == "predict_proba" and model.runtime_sklearn is not None
 
 
 def test_metrics_are_consistent_and_learn_the_signal(trained: Path) -> None:
@@ -137,7 +186,7 @@ def test_bad_labels_are_refused(tmp_path: Path) -> None:
 def test_fast_path_equals_pipeline_predict_proba(trained: Path, bundle: str) -> None:
     model = load_bundle(LocalDirSource(trained if bundle == "fixture" else TRAINED))
     if model.manifest.estimator.startswith("FunctionTransformer"):
-        assert isinstance(model.scorer, LinearScorer)
+        assert isinstance(model.scorer, LinearScorer) and model.scorer.kind == "linear-json"
     x = _feature_frame(200)
     expected = model.estimator.predict_proba(x)[:, 1]
     np.testing.assert_allclose(
