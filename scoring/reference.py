@@ -46,16 +46,10 @@ class Profile:
 
     def counts(self, x: np.ndarray) -> np.ndarray:
         """Rows of ``x`` per bin."""
-        x = np.asarray(x, dtype=float)
-        if self.kind == "numeric":
-            index = np.searchsorted(np.asarray(self.values), x, side="left")
-            return np.bincount(index, minlength=len(self.values) + 1)
-        hits = [np.count_nonzero(x == c) for c in self.values]
-        return np.array([*hits, x.size - sum(hits)])
+        return bin_counts(self.kind, self.values, x)
 
     def shares_of(self, x: np.ndarray) -> np.ndarray:
-        counts = self.counts(x)
-        return counts / max(int(counts.sum()), 1)
+        return bin_shares(self.kind, self.values, x)
 
     def labels(self) -> list[str]:
         if self.kind == "categorical":
@@ -72,6 +66,21 @@ class Profile:
         return {"kind": self.kind, key: list(self.values), "shares": list(self.shares)}
 
 
+def bin_counts(kind: str, values: Sequence[float], x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` per bin of a profile with these edges (numeric) or categories."""
+    x = np.asarray(x, dtype=float)
+    if kind == "numeric":
+        index = np.searchsorted(np.asarray(values, dtype=float), x, side="left")
+        return np.bincount(index, minlength=len(values) + 1)
+    hits = [np.count_nonzero(x == c) for c in values]
+    return np.array([*hits, x.size - sum(hits)])
+
+
+def bin_shares(kind: str, values: Sequence[float], x: np.ndarray) -> np.ndarray:
+    counts = bin_counts(kind, values, x)
+    return counts / max(int(counts.sum()), 1)
+
+
 def numeric_profile(x: np.ndarray, bins: int = NUMERIC_BINS) -> Profile:
     """Quantile bins: interior edges at the 1/bins, ..., (bins-1)/bins quantiles, merged
     where they coincide (counts, and money that is mostly zero). Edges are data values
@@ -79,17 +88,17 @@ def numeric_profile(x: np.ndarray, bins: int = NUMERIC_BINS) -> Profile:
     x = np.asarray(x, dtype=float)
     if x.size == 0 or not np.isfinite(x).all():
         raise ReferenceError("a profile needs at least one row and finite values")
-    edges = np.unique(np.quantile(x, np.arange(1, bins) / bins, method="inverted_cdf"))
-    profile = Profile("numeric", tuple(float(e) for e in edges), ())
-    return Profile("numeric", profile.values, tuple(profile.shares_of(x).tolist()))
+    quantiles = np.quantile(x, np.arange(1, bins) / bins, method="inverted_cdf")
+    edges = tuple(float(e) for e in np.unique(quantiles))
+    return Profile("numeric", edges, tuple(bin_shares("numeric", edges, x).tolist()))
 
 
 def categorical_profile(x: np.ndarray, categories: Sequence[float] = FLAG_CATEGORIES) -> Profile:
     x = np.asarray(x, dtype=float)
     if x.size == 0:
         raise ReferenceError("a profile needs at least one row")
-    profile = Profile("categorical", tuple(float(c) for c in categories), ())
-    return Profile("categorical", profile.values, tuple(profile.shares_of(x).tolist()))
+    values = tuple(float(c) for c in categories)
+    return Profile("categorical", values, tuple(bin_shares("categorical", values, x).tolist()))
 
 
 def psi(reference: np.ndarray, batch: np.ndarray, floor: float = PSI_FLOOR) -> float:
