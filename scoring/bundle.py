@@ -186,6 +186,8 @@ class LoadedModel:
     load_seconds: float
     source: str = field(default="")
     pickled: _PickledEstimator | None = field(default=None, repr=False, compare=False)
+    # Where the bundle was read from, for files read later (the drift reference).
+    bundle_source: BundleSource | None = field(default=None, repr=False, compare=False)
 
     @property
     def estimator(self) -> Any:
@@ -296,4 +298,5 @@ def load_bundle(source: BundleSource) -> LoadedModel:
         load_seconds=time.perf_counter() - started,
         source=source.describe(),
         pickled=pickled,
+        bundle_source=source,
     )

@@ -20,7 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from scoring.bundle import BundleError, BundleSource, LocalDirSource, load_bundle, read_verified
+from scoring.bundle import (
+    BundleError,
+    BundleSource,
+    LoadedModel,
+    LocalDirSource,
+    load_bundle,
+    read_verified,
+)
 from scoring.manifest import REFERENCE_FILE, Manifest
 from scoring.reference import (
     DRIFT_THRESHOLD,
@@ -55,6 +62,35 @@ def load_reference(source: BundleSource, manifest: Manifest) -> Reference:
     if [i.name for i in reference.inputs] != [i.name for i in manifest.inputs]:
         raise DriftError(f"{REFERENCE_FILE} does not describe this model's inputs")
     return reference
+
+
+def drift_for_model(
+    model: LoadedModel, matrix: np.ndarray, scores: np.ndarray, threshold: float = DRIFT_THRESHOLD
+) -> dict[str, Any]:
+    """``compute_drift`` with the reference of the bundle ``model`` was loaded from (read
+    and checksum-verified now). Raises ``DriftError`` (no reference, tampered, unreadable)."""
+    if model.bundle_source is None:
+        raise DriftError("the model does not record where its bundle came from")
+    reference = load_reference(model.bundle_source, model.manifest)
+    return compute_drift(reference, model.manifest, matrix, scores, threshold)
+
+
+def psi_records(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat record per PSI (every feature, then the score), for structured logs and
+    metrics: names, numbers and the model version only, never customer data."""
+    entries = [*report["features"].items(), ("score", report["score"])]
+    return [
+        {
+            "metric": "drift_psi",
+            "feature": name,
+            "psi": entry["psi"],
+            "drifted": entry["drifted"],
+            "threshold": report["threshold"],
+            "rows": report["rows"],
+            "model_version": report["model_version"],
+        }
+        for name, entry in entries
+    ]
 
 
 def _entry(profile: Profile, batch: np.ndarray, threshold: float) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from test_scoring_train import build_training_set, run_train
 
 from features.definitions import FEATURE_NAMES, ID
 from scoring.bundle import LocalDirSource, load_bundle
-from scoring.drift import DriftError, compute_drift, load_reference
+from scoring.drift import DriftError, compute_drift, drift_for_model, load_reference, psi_records
 from scoring.reference import (
     PSI_FLOOR,
     categorical_profile,
@@ -168,15 +168,23 @@ def test_compute_drift_is_the_pure_call_the_blob_batch_makes(bundle: Path, tmp_p
     reference = load_reference(source, model.manifest)
     features = batch(tmp_path, seed=18)
     matrix = features[list(FEATURE_NAMES)].to_numpy(dtype=float)
-    report = compute_drift(reference, model.manifest, matrix, model.scorer.probabilities(matrix))
+    scores = model.scorer.probabilities(matrix)
+    report = compute_drift(reference, model.manifest, matrix, scores)
     assert report["drifted"] == [] and report["rows"] == 2000
+    assert drift_for_model(model, matrix, scores) == report  # the model knows its bundle
+    records = psi_records(report)
+    assert [r["feature"] for r in records] == [*FEATURE_NAMES, "score"]
+    assert all(set(r) == {"metric", "feature", "psi", "drifted", "threshold", "rows",
+                          "model_version"} for r in records)  # fmt: skip
     json.dumps(report)  # plain JSON types only
     with pytest.raises(DriftError, match="non-finite"):
         matrix[0, 0] = np.nan
-        compute_drift(reference, model.manifest, matrix, model.scorer.probabilities(matrix))
+        compute_drift(reference, model.manifest, matrix, scores)
     handover = load_bundle(LocalDirSource(HANDOVER))
     with pytest.raises(DriftError, match="does not describe this model's inputs"):
         compute_drift(reference, handover.manifest, matrix[:, :9], np.zeros(len(matrix)))
+    with pytest.raises(DriftError, match="has no drift reference"):
+        drift_for_model(handover, matrix[:, :9], np.zeros(len(matrix)))
 
 
 def test_the_shipped_trained_bundle_has_a_checksummed_reference() -> None:
