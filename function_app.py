@@ -9,6 +9,12 @@ Settings (read at import, as the trigger's source must be known when functions a
 ``AzureWebJobsStorage`` (connection), ``BLOB_TRIGGER_SOURCE`` (``LogsAndContainerScan``
 locally, ``EventGrid`` on Flex Consumption), ``MODEL_CONTAINER``/``MODEL_NAME`` or
 ``MODEL_DIR`` (which model bundle to serve).
+
+The blob trigger binds an SDK-type ``BlobClient`` (``azurefunctions-extensions-bindings-blob``):
+the host hands the worker a reference to the blob, never its content, and the batch is then
+streamed range by range by ``features.blob_batch``. ``BLOB_FUNCTION`` and
+``BLOB_TRIGGER_PATH`` are plain literals on purpose: ``infra/scripts`` reads them from this
+file to subscribe Event Grid to the function, so there is no second copy to drift.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import os
 from typing import Any
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob_types
 import pandas as pd
 
 from features import blob_batch
@@ -29,7 +36,8 @@ from scoring.holder import ModelUnavailableError
 STORAGE_SETTING = blob_batch.STORAGE_SETTING
 API_ROOT = "/api"
 HTTP_FUNCTION = "http_app_func"
-BLOB_FUNCTION = "process_batch_blob"  # infra/modules/eventgrid.bicep subscribes to this name
+BLOB_FUNCTION = "process_batch_blob"  # infra/scripts/lib.sh reads this line
+BLOB_TRIGGER_PATH = "raw/{name}"  # container/pattern; infra/scripts/lib.sh reads this line
 
 log = logging.getLogger("function_app")
 
@@ -86,15 +94,17 @@ app = func.AsgiFunctionApp(
 
 @app.function_name(BLOB_FUNCTION)
 @app.blob_trigger(
-    arg_name="blob",
-    path="raw/{name}",
+    arg_name="client",
+    path=BLOB_TRIGGER_PATH,
     connection=STORAGE_SETTING,
     source=blob_trigger_source(os.environ.get("BLOB_TRIGGER_SOURCE")),
 )
-def process_batch_blob(blob: func.InputStream) -> None:
+def process_batch_blob(client: blob_types.BlobClient) -> None:
     """Process the batch the uploaded blob belongs to.
 
-    Only the blob's name is used: the batch is streamed from storage by the SDK, so memory
-    stays bounded by the pipeline's chunk size rather than the file size.
+    ``client`` is an ``azure.storage.blob.BlobClient`` for the uploaded blob: only its name is
+    used, and the batch is streamed from storage by ``features.blob_batch``, so memory stays
+    bounded by the pipeline's chunk size rather than the file size.
     """
-    blob_batch.handle_blob_event(batch_store(), blob.name or "", predict_with_current_model)
+    path = f"{client.container_name}/{client.blob_name}"
+    blob_batch.handle_blob_event(batch_store(), path, predict_with_current_model)

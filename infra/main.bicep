@@ -1,14 +1,16 @@
-// Credit-risk scoring service on Azure: storage, a Flex Consumption Function App (HTTP
-// scoring API + blob-triggered batch pipeline), identities and roles, monitoring with
-// alerts, and a monthly budget on the resource group. Every name derives from `prefix`.
+// Credit-risk scoring service on Azure: storage (private by default), a Flex Consumption
+// Function App (HTTP scoring API + blob-triggered batch pipeline) with VNet integration,
+// identities and roles, monitoring with alerts, a monthly budget and a cost guard that stops
+// the app when spend runs past the ceiling. Every name derives from `prefix`.
 //
-// Deploy: az deployment group create -g <rg> --template-file infra/main.bicep \
-//           --parameters infra/main.bicepparam
-// then publish the code and rerun with createBlobEventSubscription=true (infra/README.md).
+// Deploy: `azd up` (azure.yaml), or az deployment group create -g <rg> --template-file
+// infra/main.bicep --parameters infra/main.bicepparam, then publish the code and run
+// infra/scripts/postdeploy.sh (infra/README.md). The Event Grid subscription to the blob
+// trigger is not in this template: it needs the published code (infra/blob-subscription.bicep).
 
 targetScope = 'resourceGroup'
 
-@description('Short lowercase prefix every resource name starts with.')
+@description('Short lowercase prefix every resource name starts with: 3-10 lowercase letters and digits, starting with a letter. Names use it lower-cased and without "-", "_" or ".", so every name stays valid.')
 @minLength(3)
 @maxLength(10)
 param prefix string = 'crisk'
@@ -24,8 +26,10 @@ param alertEmails array
 @minValue(1)
 param monthlyBudget int = 500
 
-@description('First day of the budget period (yyyy-MM-01). Keep the first value on later redeployments.')
-param budgetStartDate string = utcNow('yyyy-MM-01')
+@description('First day of the budget period (yyyy-MM-01). Set once (the azd hook stores it in the environment) and never changed: a budget start date cannot be updated.')
+@minLength(10)
+@maxLength(10)
+param budgetStartDate string
 
 @description('Storage replication.')
 @allowed([
@@ -42,19 +46,18 @@ param modelName string = 'current'
 @maxValue(10)
 param httpAlwaysReadyInstances int = 1
 
-@description('Maximum Function App instances: the compute cost ceiling.')
+@description('Maximum on-demand instances per function group (HTTP and blob each); always-ready instances are extra. 40 is accepted in every region; the spend ceiling comes from the cost guard.')
 @minValue(1)
 @maxValue(1000)
-param maximumInstanceCount int = 3
+param maximumInstanceCount int = 40
 
 @description('Concurrent HTTP requests per instance before scaling out.')
 @minValue(1)
 @maxValue(100)
 param httpPerInstanceConcurrency int = 4
 
-@description('Instance memory in MB.')
+@description('Instance memory in MB (one batch peaks near 1 GiB; host.json runs one batch per instance).')
 @allowed([
-  512
   2048
   4096
 ])
@@ -84,10 +87,26 @@ param http5xxPercentThreshold int = 5
 @minValue(10)
 param p95LatencyThresholdMs int = 100
 
-@description('Second pass only: create the Event Grid subscription to the deployed blob trigger.')
-param createBlobEventSubscription bool = false
+@description('Cost guard: stop the app when on-demand execution exceeds this many GB-seconds in any hour.')
+@minValue(1)
+param costGuardOnDemandGbSecondsPerHour int = 10000
 
-@description('Optional object id of the operator (person or CI) allowed to upload to models/ and raw/.')
+@description('Cost guard: stop the app past this many on-demand executions in any hour.')
+@minValue(1)
+param costGuardOnDemandExecutionsPerHour int = 50000
+
+@description('Cost guard: stop the app past this many always-ready executions in any hour.')
+@minValue(1)
+param costGuardAlwaysReadyExecutionsPerHour int = 150000
+
+@description('Private networking: VNet integration for the app, private endpoints for blob/queue/table, storage closed to the internet except operatorIpRanges.')
+param vnetEnabled bool = true
+
+@description('Comma-separated public IPv4 addresses or CIDR ranges (up to /30) of the operators who upload batches and models; used when vnetEnabled.')
+param operatorIpRanges string = ''
+
+
+@description('Optional object id of the operator (person or CI) allowed to upload to models/ and raw/ and to read curated/ and quarantine/.')
 param operatorPrincipalId string = ''
 
 @description('Principal type of operatorPrincipalId.')
@@ -98,34 +117,43 @@ param operatorPrincipalId string = ''
 ])
 param operatorPrincipalType string = 'User'
 
+// Lower case and without "-", "_" or ".", so the storage account name (lowercase letters
+// and digits only) is valid for any prefix that passes the length checks.
+var cleanPrefix = toLower(replace(replace(replace(prefix, '-', ''), '_', ''), '.', ''))
 var suffix = take(uniqueString(resourceGroup().id, prefix), 6)
+var operatorIps = empty(operatorIpRanges) ? [] : split(replace(operatorIpRanges, ' ', ''), ',')
 var tags = {
   app: 'credit-risk-scoring'
   prefix: prefix
   'managed-by': 'bicep'
 }
 var names = {
-  storage: take('${prefix}st${suffix}', 24)
-  functionIdentity: '${prefix}-id-func-${suffix}'
-  eventGridIdentity: '${prefix}-id-evgrid-${suffix}'
-  plan: '${prefix}-plan-${suffix}'
-  functionApp: '${prefix}-func-${suffix}'
-  workspace: '${prefix}-log-${suffix}'
-  appInsights: '${prefix}-appi-${suffix}'
-  actionGroup: '${prefix}-ag-${suffix}'
-  systemTopic: '${prefix}-evgt-${suffix}'
-  budget: '${prefix}-budget'
+  storage: take('${cleanPrefix}st${suffix}', 24)
+  functionIdentity: '${cleanPrefix}-id-func-${suffix}'
+  eventGridIdentity: '${cleanPrefix}-id-evgrid-${suffix}'
+  plan: '${cleanPrefix}-plan-${suffix}'
+  functionApp: '${cleanPrefix}-func-${suffix}'
+  workspace: '${cleanPrefix}-log-${suffix}'
+  appInsights: '${cleanPrefix}-appi-${suffix}'
+  actionGroup: '${cleanPrefix}-ag-${suffix}'
+  stopActionGroup: '${cleanPrefix}-ag-stop-${suffix}'
+  stopWorkflow: '${cleanPrefix}-logic-stop-${suffix}'
+  systemTopic: '${cleanPrefix}-evgt-${suffix}'
+  vnet: '${cleanPrefix}-vnet-${suffix}'
+  nsg: '${cleanPrefix}-nsg-${suffix}'
+  privateEndpoint: '${cleanPrefix}-pe-${suffix}'
+  budget: '${cleanPrefix}-budget'
 }
 var deploymentContainerName = 'app-package'
 var deadLetterContainerName = 'eventgrid-deadletter'
 
-resource functionIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+resource functionIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' = {
   name: names.functionIdentity
   location: location
   tags: tags
 }
 
-resource eventGridIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+resource eventGridIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' = {
   name: names.eventGridIdentity
   location: location
   tags: tags
@@ -140,6 +168,20 @@ module storage 'modules/storage.bicep' = {
     skuName: storageSku
     deploymentContainerName: deploymentContainerName
     deadLetterContainerName: deadLetterContainerName
+    privateNetwork: vnetEnabled
+    operatorIpRanges: operatorIps
+  }
+}
+
+module network 'modules/network.bicep' = if (vnetEnabled) {
+  name: 'network'
+  params: {
+    location: location
+    tags: tags
+    vnetName: names.vnet
+    nsgName: names.nsg
+    storageAccountId: storage.outputs.id
+    privateEndpointNameStem: names.privateEndpoint
   }
 }
 
@@ -191,6 +233,7 @@ module functionApp 'modules/functionapp.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     httpAlwaysReadyInstances: httpAlwaysReadyInstances
     httpPerInstanceConcurrency: httpPerInstanceConcurrency
+    vnetSubnetId: vnetEnabled ? network.outputs.appSubnetId : ''
   }
   // The host reads its package and leases with the identity: roles must exist first.
   dependsOn: [
@@ -205,17 +248,29 @@ module eventGrid 'modules/eventgrid.bicep' = {
     tags: tags
     systemTopicName: names.systemTopic
     storageAccountId: storage.outputs.id
-    functionAppName: functionApp.outputs.name
-    deadLetterContainerName: deadLetterContainerName
     eventGridIdentityId: eventGridIdentity.id
-    createSubscription: createBlobEventSubscription
   }
-  dependsOn: [
-    roles
-  ]
 }
 
-resource budget 'Microsoft.Consumption/budgets@2023-11-01' = {
+module costGuard 'modules/costguard.bicep' = {
+  name: 'costguard'
+  params: {
+    location: location
+    tags: tags
+    functionAppName: functionApp.outputs.name
+    workflowName: names.stopWorkflow
+    actionGroupName: names.stopActionGroup
+    alertEmails: alertEmails
+    onDemandGbSecondsPerHour: costGuardOnDemandGbSecondsPerHour
+    onDemandExecutionsPerHour: costGuardOnDemandExecutionsPerHour
+    alwaysReadyExecutionsPerHour: costGuardAlwaysReadyExecutionsPerHour
+  }
+}
+
+// Notifications at 80% (actual) and 100% (forecast) email the operators; 100% actual also
+// goes to the cost guard's action group, which stops the app. Cost data reaches budgets with
+// a delay of hours, so the metric alerts in modules/costguard.bicep are the fast stop.
+resource budget 'Microsoft.Consumption/budgets@2021-10-01' = {
   name: names.budget
   properties: {
     category: 'Cost'
@@ -242,7 +297,7 @@ resource budget 'Microsoft.Consumption/budgets@2023-11-01' = {
         thresholdType: 'Actual'
         contactEmails: alertEmails
         contactGroups: [
-          monitoring.outputs.actionGroupId
+          costGuard.outputs.actionGroupId
         ]
       }
       forecast100: {
@@ -259,8 +314,12 @@ resource budget 'Microsoft.Consumption/budgets@2023-11-01' = {
   }
 }
 
-output functionAppUrl string = 'https://${functionApp.outputs.defaultHostName}'
-output functionAppName string = functionApp.outputs.name
-output storageAccountName string = storage.outputs.name
-output eventGridSystemTopicName string = eventGrid.outputs.systemTopicName
-output blobEventSubscriptionCreated bool = eventGrid.outputs.subscriptionCreated
+// Upper-case outputs become azd environment values, which the hooks in infra/scripts read.
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_APP_URL string = 'https://${functionApp.outputs.defaultHostName}'
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output EVENT_GRID_SYSTEM_TOPIC_NAME string = eventGrid.outputs.systemTopicName
+output EVENT_GRID_IDENTITY_ID string = eventGridIdentity.id
+output DEAD_LETTER_CONTAINER string = deadLetterContainerName
+output MODEL_NAME string = modelName
+output VNET_ENABLED bool = vnetEnabled

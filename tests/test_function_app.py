@@ -58,7 +58,7 @@ def test_indexing_lists_the_http_and_blob_functions() -> None:
         {
             "direction": "IN",
             "type": "blobTrigger",
-            "name": "blob",
+            "name": "client",
             "path": "raw/{name}",
             "connection": "AzureWebJobsStorage",
             "source": "LogsAndContainerScan",
@@ -67,9 +67,19 @@ def test_indexing_lists_the_http_and_blob_functions() -> None:
 
 
 def test_the_blob_function_name_is_the_one_infra_subscribes() -> None:
-    bicep = (ROOT / "infra" / "modules" / "eventgrid.bicep").read_text()
-    assert f"param functionName string = '{function_app.BLOB_FUNCTION}'" in bicep
-    assert function_app.BLOB_FUNCTION in _functions()
+    """infra/scripts/lib.sh reads the name and the watched container from function_app.py
+    itself (no second copy); what it reads must be what the worker indexes."""
+    script = ROOT / "infra" / "scripts" / "lib.sh"
+    read = subprocess.run(
+        ["bash", "-c", f'source "{script}" && blob_function_name && blob_container_name'],
+        cwd=ROOT, capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    name, container = read.stdout.split()
+    assert name == function_app.BLOB_FUNCTION
+    assert name in _functions()
+    bindings = json.loads(_functions()[name].get_function_json())["bindings"]
+    assert bindings[0]["path"] == f"{container}/{{name}}"
+    assert container == blob_batch.RAW
 
 
 def _indexed_source(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -1,8 +1,11 @@
 """The blob-triggered batch, end to end against a real Azurite.
 
-Files are uploaded to ``raw/<batch>/``; the indexed blob function is invoked with an
-``InputStream`` built from the real blob (as the runtime would), and the outputs are read
-back from storage. Every test uses its own batch name, so runs never see each other.
+Files are uploaded to ``raw/<batch>/``; the indexed blob function is invoked the way the
+Python worker invokes an SDK-type binding: the host's ``model_binding_data`` (connection,
+container and blob name, no content) goes through the extension's own converter, which
+builds a real ``azure.storage.blob.BlobClient`` for the blob in Azurite, and that client is
+passed to the handler. The outputs are read back from storage. Every test uses its own
+batch name, so runs never see each other.
 """
 
 from __future__ import annotations
@@ -10,22 +13,27 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import inspect
 import io
 import json
+import os
 import subprocess
 import sys
 import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob_types
 import numpy as np
 import pandas as pd
 import pytest
 from azure.core.exceptions import ResourceModifiedError, ServiceRequestError
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobClient, BlobServiceClient
+from azurefunctions.extensions.base import Datum
+from azurefunctions.extensions.bindings.blob.blobClientConverter import BlobClientConverter
 from conftest import blob_outputs as outputs
 
 import function_app
@@ -94,14 +102,27 @@ def _blob_handler() -> Any:
     return functions[function_app.BLOB_FUNCTION].get_user_function()
 
 
+def model_binding_data(file_path: str) -> Datum:
+    """What the Functions host sends the worker for an SDK-type blob binding: a reference
+    (connection setting, container, blob name) and no blob content."""
+    container, _, name = file_path.partition("/")
+    reference = {"Connection": blob_batch.STORAGE_SETTING, "ContainerName": container,
+                 "BlobName": name}  # fmt: skip
+    value = SimpleNamespace(
+        version="1.0", source="AzureStorageBlobs", content_type="application/json",
+        content=json.dumps(reference),
+    )  # fmt: skip
+    return Datum(value=value, type="model_binding_data")
+
+
 def trigger(store: BlobStore, batch: str, file: str) -> None:
-    """Invoke the indexed blob function as the runtime does for ``raw/<batch>/<file>``."""
-    client = store.service.get_blob_client(RAW, f"{batch}/{file}")
-    data = client.download_blob().readall()
-    stream = func.blob.InputStream(
-        data=data, name=f"{RAW}/{batch}/{file}", uri=client.url, length=len(data)
+    """Invoke the indexed blob function as the worker does for ``raw/<batch>/<file>``."""
+    annotation = inspect.signature(_blob_handler()).parameters["client"].annotation
+    client = BlobClientConverter.decode(
+        model_binding_data(f"{RAW}/{batch}/{file}"), trigger_metadata=None, pytype=annotation
     )
-    assert _blob_handler()(stream) is None
+    assert isinstance(client, BlobClient)
+    assert _blob_handler()(client) is None
 
 
 def new_batch() -> str:
@@ -253,6 +274,48 @@ def test_without_a_model_the_batch_is_published_without_predictions(
     assert f"curated/{batch}/predictions.csv" not in found
     note = marker(found, batch, "_SUCCESS")["predictions"]
     assert note.startswith("model unavailable:") and "not found in blob storage" in note
+
+
+# ---------------------------------------------------------------- SDK-type binding
+
+
+def test_the_trigger_binds_a_blob_client_so_the_host_passes_no_content() -> None:
+    """The worker decides per parameter annotation whether the host sends the blob's bytes or
+    a ``model_binding_data`` reference; the extension's converter must claim ours."""
+    annotation = inspect.signature(_blob_handler()).parameters["client"].annotation
+    assert BlobClientConverter.check_input_type_annotation(annotation)
+    assert annotation is blob_types.BlobClient
+
+
+def test_binding_a_blob_client_reads_nothing_from_storage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Conversion makes no request at all: with storage unreachable it still yields a
+    client for the right blob, so no copy of the content exists before our code streams it."""
+    monkeypatch.setenv(
+        blob_batch.STORAGE_SETTING,
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        f"AccountKey={blob_batch._DEV_KEY};BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;",
+    )
+    client = BlobClientConverter.decode(
+        model_binding_data("raw/b1/transactions.csv"), trigger_metadata=None,
+        pytype=blob_types.BlobClient,
+    )  # fmt: skip
+    assert isinstance(client, BlobClient)
+    assert (client.container_name, client.blob_name) == ("raw", "b1/transactions.csv")
+
+
+def test_the_handler_streams_the_batch_given_a_plain_sdk_client(
+    store: BlobStore, handover_dir: Path
+) -> None:
+    """Called with an ordinary ``azure.storage.blob.BlobClient`` on Azurite (no extension
+    involved), the handler processes the batch the blob belongs to."""
+    batch = new_batch()
+    upload_batch(store, batch, [handover_dir / "data" / "transactions.csv"])
+    service = BlobServiceClient.from_connection_string(os.environ[blob_batch.STORAGE_SETTING])
+    client = service.get_blob_client(RAW, f"{batch}/transactions.csv")
+    assert _blob_handler()(client) is None
+    found = outputs(store, batch)
+    assert f"curated/{batch}/_SUCCESS" in found
+    assert f"curated/{batch}/features.csv" in found
 
 
 # ---------------------------------------------------------------- idempotency and order

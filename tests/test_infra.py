@@ -22,6 +22,7 @@ MODULES = INFRA / "modules"
 # Built-in Azure role definition ids.
 BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
 BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
 QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
 TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
 METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
@@ -86,7 +87,13 @@ def dotted(expr: Any) -> str | None:
 
 
 def decorators(param: Tree) -> dict[str, Any]:
-    return {d["type"]: d["argument"] for d in param.get("decorators", [])}
+    """Decorators by type; pycep gives @description no type and @secure() no argument."""
+    return {d.get("type", "description"): d.get("argument") for d in param.get("decorators", [])}
+
+
+def has_default(param: Tree) -> bool:
+    """pycep writes ``default: None`` for a parameter declared without one."""
+    return param.get("default") is not None
 
 
 def param_default(tree: Tree, name: str) -> Any:
@@ -146,10 +153,10 @@ def test_module_calls_pass_known_params_and_every_required_one() -> None:
     main = template("main.bicep")
     for symbol, module in main["modules"].items():
         declared = parse(INFRA / module["detail"]["path"])["parameters"]
-        passed = set(module["config"]["params"])
+        passed = set(unwrap(module["config"])[0]["params"])
         unknown = passed - set(declared)
         assert not unknown, f"module {symbol} passes undeclared params {unknown}"
-        required = {name for name, p in declared.items() if "default" not in p}
+        required = {name for name, p in declared.items() if not has_default(p)}
         assert required <= passed, f"module {symbol} misses {required - passed}"
 
 
@@ -159,16 +166,19 @@ def test_every_name_derives_from_the_prefix() -> None:
     for key, value in names.items():
         if not isinstance(value, str):  # take('${prefix}st${suffix}', 24)
             value = value["function"]["parameters"]["original_value"]
-        assert value.startswith("${prefix}"), f"name {key} does not start with the prefix"
+        assert value.startswith("${cleanPrefix}"), f"name {key} does not start with the prefix"
+    # cleanPrefix is the prefix, lower-cased, without the characters storage names forbid.
+    clean = main["variables"]["cleanPrefix"]["value"]
+    assert clean["function"]["type"] == "to_lower"
     # The storage name is prefix + 'st' + 6-char suffix and must stay within 24 characters.
     assert decorators(main["parameters"]["prefix"])["max_length"] + 2 + 6 <= 24
 
 
 def test_outputs_expose_app_url_and_storage_account() -> None:
     outputs = template("main.bicep")["outputs"]
-    assert outputs["functionAppUrl"]["value"].startswith("https://")
-    assert "functionApp.outputs.defaultHostName" in outputs["functionAppUrl"]["value"]
-    assert dotted(outputs["storageAccountName"]["value"]) == "storage.outputs.name"
+    assert outputs["AZURE_FUNCTION_APP_URL"]["value"].startswith("https://")
+    assert "functionApp.outputs.defaultHostName" in outputs["AZURE_FUNCTION_APP_URL"]["value"]
+    assert dotted(outputs["AZURE_STORAGE_ACCOUNT_NAME"]["value"]) == "storage.outputs.name"
 
 
 # ---------------------------------------------------------------- storage
@@ -253,7 +263,22 @@ def test_site_runs_python_311_over_https_with_a_warm_http_instance() -> None:
     always_ready = {a["name"]: a["instanceCount"] for a in scale["alwaysReady"]}
     assert param_default(tree, always_ready["http"]) >= 1
     assert param_default(template("main.bicep"), "httpAlwaysReadyInstances") >= 1
-    assert 1 <= param_default(tree, scale["maximumInstanceCount"]) <= 10
+
+
+def test_maximum_instance_count_is_valid_everywhere_and_documented_as_per_group() -> None:
+    """Issue 13 item 3: 3 was below the minimum (40) Flex Consumption accepted outside a few
+    preview regions. Microsoft's current page says 1, a docs PR said 40 in practice, and the
+    REST spec (azure-rest-api-specs PR 45083) defines the value as on-demand instances *per
+    function group*: 40 is valid under every reading, and the spend ceiling is enforced by
+    the cost guard instead (infra/README.md)."""
+    for name in ("modules/functionapp.bicep", "main.bicep"):
+        tree = template(name)
+        assert param_default(tree, "maximumInstanceCount") == 40
+        assert (
+            "per function group"
+            in decorators(tree["parameters"]["maximumInstanceCount"])["description"]
+        )
+    assert bicepparam_values()["maximumInstanceCount"] >= 40
 
 
 def test_site_runs_as_the_user_assigned_identity_only() -> None:
@@ -267,7 +292,7 @@ def test_site_runs_as_the_user_assigned_identity_only() -> None:
         "userAssignedIdentityResourceId": "identityId",
     }
     main = template("main.bicep")
-    params = main["modules"]["functionApp"]["config"]["params"]
+    params = unwrap(main["modules"]["functionApp"]["config"])[0]["params"]
     assert dotted(params["identityId"]) == "functionIdentity.id"
     assert dotted(params["identityClientId"]) == "functionIdentity.properties.clientId"
     identity = main["resources"]["functionIdentity"]
@@ -315,16 +340,23 @@ def test_app_settings_hold_no_connection_strings_keys_or_flex_deprecated_setting
         assert "AccountKey=" not in text and "SharedAccessSignature=" not in text, name
 
 
-def test_no_template_reads_keys_except_the_blob_webhook() -> None:
+def test_no_template_reads_keys_and_only_the_cost_guard_reads_a_callback_url() -> None:
+    """No template reads storage or function keys (the blobs_extension key reaches
+    blob-subscription.bicep as a secure parameter); the one list* call is the Logic App
+    trigger URL the cost guard's action group must be given, never an output."""
+    seen = []
     for path in bicep_files():
         tree = parse(path)
         assert not functions_called(tree) & {"list_keys", "list_account_sas", "list_service_sas"}
         for value in walk(tree):
-            if isinstance(value, str) and "listKeys(" in value:
-                assert path.name == "eventgrid.bicep", path
-                assert "systemKeys.blobs_extension" in value
+            if isinstance(value, str):
+                assert "listKeys(" not in value, path.name
+            function = value.get("function") if isinstance(value, dict) else None
+            if isinstance(function, dict) and function["type"] == "list_func":
+                seen.append((path.name, function["parameters"]["func_name"]))
         for name, output in tree.get("outputs", {}).items():
-            assert "listKeys" not in str(output["value"]), f"{path.name} output {name}"
+            assert "list" not in str(output["value"]).lower(), f"{path.name} output {name}"
+    assert seen == [("costguard.bicep", "listCallbackUrl")]
 
 
 # ---------------------------------------------------------------- roles
@@ -379,6 +411,30 @@ def test_event_grid_and_operator_roles_are_container_scoped() -> None:
         assert role_assignments()[symbol]["condition"] is not None  # only when an id is given
 
 
+def operator_access() -> dict[str, set[str]]:
+    """Container name -> roles the optional operator principal gets on it."""
+    tree = template("modules/roles.bicep")
+    access: dict[str, set[str]] = {}
+    for assignment in role_assignments().values():
+        if assignment["body"]["properties"]["principalId"] != "operatorPrincipalId":
+            continue
+        container = tree["resources"][assignment["body"]["scope"]]["config"]["name"]
+        access.setdefault(container, set()).update(role_ids(assignment, tree))
+    return access
+
+
+def test_operator_roles_cover_what_the_documented_upload_path_touches() -> None:
+    """Issue 13 item 8: `python -m features.upload` writes raw/ (batches) and models/
+    (bundles), and `--wait` reads curated/; the operator had roles on raw and models only."""
+    access = operator_access()
+    assert BLOB_DATA_CONTRIBUTOR in access["raw"]
+    assert BLOB_DATA_CONTRIBUTOR in access["models"]
+    assert access["curated"] == {BLOB_DATA_READER}
+    assert access["quarantine"] == {BLOB_DATA_READER}
+    # Nothing wider: no account-level role and no write outside raw/ and models/.
+    assert set(access) == {"raw", "models", "curated", "quarantine"}
+
+
 def test_every_role_assignment_is_resource_scoped_and_never_owner_or_contributor() -> None:
     for path in bicep_files():
         tree = parse(path)
@@ -399,27 +455,43 @@ def test_blob_trigger_is_fed_by_an_event_grid_subscription_on_raw() -> None:
     assert topic["properties"]["topicType"] == "Microsoft.Storage.StorageAccounts"
     assert topic["properties"]["source"] == "storageAccountId"
 
-    sub = only(tree, "Microsoft.EventGrid/systemTopics/eventSubscriptions")
+    sub_tree = template("blob-subscription.bicep")
+    sub = only(sub_tree, "Microsoft.EventGrid/systemTopics/eventSubscriptions")
     body = sub["body"]["properties"]
-    assert sub["condition"] == "createSubscription"
     assert body["destination"]["endpointType"] == "WebHook"
     url = body["destination"]["properties"]["endpointUrl"]
     assert url.startswith(
         "https://${functionApp.properties.defaultHostName}/runtime/webhooks/blobs?"
     )
     assert "functionName=Host.Functions.${functionName}" in url
-    assert param_default(tree, "functionName") == "process_batch_blob"
+    assert url.endswith("&code=${blobsExtensionKey}")
     assert body["filter"]["includedEventTypes"] == ["Microsoft.Storage.BlobCreated"]
     prefix = "/blobServices/default/containers/${watchedContainer}/"
     assert body["filter"]["subjectBeginsWith"].startswith(prefix)
-    assert param_default(tree, "watchedContainer") == "raw"
     dead_letter = body["deadLetterWithResourceIdentity"]["deadLetterDestination"]
     assert dead_letter["properties"]["blobContainerName"] == "deadLetterContainerName"
 
-    main = template("main.bicep")
-    passed = main["modules"]["eventGrid"]["config"]["params"]["createSubscription"]
-    assert passed == "createBlobEventSubscription"
-    assert param_default(main, "createBlobEventSubscription") is False
+
+def test_the_subscription_is_a_separate_step_after_publishing() -> None:
+    """Issue 13 item 5: the old second pass redeployed the whole stack (and the site) just to
+    add the subscription. Now main.bicep has no subscription and no key; the small template
+    takes the key as a secure parameter (kept out of deployment history) and no defaults for
+    the function or container, which the hook reads from function_app.py."""
+    main_types = {r["type"] for r in template("main.bicep")["resources"].values()}
+    for path in bicep_files():
+        if path.name != "blob-subscription.bicep":
+            types = {r["type"] for r in parse(path).get("resources", {}).values()}
+            assert "Microsoft.EventGrid/systemTopics/eventSubscriptions" not in types, path
+    assert "Microsoft.EventGrid/systemTopics/eventSubscriptions" not in main_types
+    params = template("blob-subscription.bicep")["parameters"]
+    assert "secure" in decorators(params["blobsExtensionKey"]) or any(
+        d.get("type") == "secure" or d == {"type": "secure"}
+        for d in params["blobsExtensionKey"]["decorators"]
+    )
+    for name in ("functionName", "watchedContainer", "blobsExtensionKey"):
+        assert not has_default(params[name]), name
+    assert "blobsExtensionKey" not in str(template("blob-subscription.bicep").get("outputs"))
+    assert "createBlobEventSubscription" not in template("main.bicep")["parameters"]
 
 
 # ---------------------------------------------------------------- monitoring and cost
@@ -455,22 +527,37 @@ def test_alerts_on_5xx_rate_and_p95_latency_notify_the_action_group() -> None:
     assert all(c["operator"] == "GreaterThan" for c in by_query.values())
 
 
-def test_budget_on_the_resource_group_warns_at_80_and_100_percent() -> None:
+def test_budget_on_the_resource_group_warns_at_80_and_stops_at_100_percent() -> None:
     main = template("main.bicep")
     assert main["globals"]["scope"]["value"] == "resourceGroup"
     budget = only(main, "Microsoft.Consumption/budgets")["body"]["properties"]
     assert budget["category"] == "Cost"
     assert budget["timeGrain"] == "Monthly"
     assert param_default(main, budget["amount"]) == 500
-    actual = {
-        n["threshold"]
-        for n in budget["notifications"].values()
-        if n["enabled"] and n["thresholdType"] == "Actual"
-    }
-    assert {80, 100} <= actual
-    for notification in budget["notifications"].values():
+    notes = {n["thresholdType"] + str(n["threshold"]): n for n in budget["notifications"].values()}
+    assert {"Actual80", "Actual100", "Forecasted100"} <= set(notes)
+    assert all(n["enabled"] for n in notes.values())
+    for notification in notes.values():
         assert notification["contactEmails"] == "alertEmails"
+    assert [dotted(g) for g in notes["Actual100"]["contactGroups"]] == [
+        "costGuard.outputs.actionGroupId"
+    ]
     assert decorators(main["parameters"]["alertEmails"])["min_length"] >= 1
+
+
+def test_budget_start_date_is_set_once_not_recomputed() -> None:
+    """Issue 13 item 2: utcNow('yyyy-MM-01') moved the start date every month, and Cost
+    Management refuses to change a budget's start date ("Start date of budgets cannot be
+    updated"), so every redeploy in a later month failed. It is now a required parameter,
+    read from BUDGET_START_DATE, which the azd hook sets once and keeps."""
+    main = template("main.bicep")
+    param = main["parameters"]["budgetStartDate"]
+    assert not has_default(param)
+    assert "utc_now" not in functions_called(main)
+    assert "utcNow" not in (INFRA / "main.bicep").read_text()
+    budget = only(main, "Microsoft.Consumption/budgets")["body"]["properties"]
+    assert budget["timePeriod"] == {"startDate": "budgetStartDate"}
+    assert bicepparam_values()["budgetStartDate"] == "env:BUDGET_START_DATE"
 
 
 # ---------------------------------------------------------------- text-level checks
@@ -514,7 +601,7 @@ def test_bicepparam_sets_only_declared_params_within_their_constraints() -> None
     main = template("main.bicep")["parameters"]
     values = bicepparam_values()
     assert set(values) <= set(main), f"unknown params {set(values) - set(main)}"
-    required = {name for name, p in main.items() if "default" not in p}
+    required = {name for name, p in main.items() if not has_default(p)}
     assert required <= set(values)
     assert values["alertEmails"] == ["env:ALERT_EMAIL"]  # no address is committed
     assert values["location"] == "uksouth"
@@ -529,10 +616,20 @@ def test_bicepparam_sets_only_declared_params_within_their_constraints() -> None
             assert value >= rules["min_value"], name
         if "max_value" in rules:
             assert value <= rules["max_value"], name
-        if "max_length" in rules and isinstance(value, str):
+        if "max_length" in rules and isinstance(value, str) and not value.startswith("env:"):
             assert len(value) <= rules["max_length"], name
 
 
-@pytest.mark.parametrize("name", ["prefix", "alertEmails", "monthlyBudget", "maximumInstanceCount"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "prefix",
+        "alertEmails",
+        "monthlyBudget",
+        "maximumInstanceCount",
+        "budgetStartDate",
+        "vnetEnabled",
+    ],
+)
 def test_key_parameters_are_documented(name: str) -> None:
     assert decorators(template("main.bicep")["parameters"][name]).get("description")

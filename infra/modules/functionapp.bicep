@@ -1,12 +1,20 @@
 // The Function App on a Flex Consumption plan (Linux, Python 3.11). The runtime reaches
 // storage and Application Insights with the user-assigned identity only: no connection
-// strings or keys are stored in app settings.
+// strings or keys are stored in app settings. With a subnet id the app's outbound traffic
+// goes through the virtual network (storage private endpoints); inbound stays public so
+// the risk platform and Event Grid can call it (keyed functions, HTTPS only).
 
 param location string
 param tags object
 
 param planName string
 param appName string
+
+@description('Name of the service in azure.yaml: azd finds the app to publish by this tag.')
+param azdServiceName string = 'api'
+
+@description('Resource id of the subnet delegated to Microsoft.App/environments; empty for no VNet integration.')
+param vnetSubnetId string = ''
 
 @description('Resource id of the user-assigned identity the app runs as.')
 param identityId string
@@ -27,18 +35,17 @@ param appInsightsConnectionString string
 @description('Blob name of the model bundle inside the models container.')
 param modelName string = 'current'
 
-@description('Instance memory in MB. 2048 is the default size and leaves room for pandas + scikit-learn.')
+@description('Instance memory in MB. One batch peaks near 1 GiB, so 512 is not offered; host.json runs one batch per instance, sized for 2048 (infra/README.md).')
 @allowed([
-  512
   2048
   4096
 ])
 param instanceMemoryMB int = 2048
 
-@description('Upper bound on instances: the cost ceiling of the plan (see infra/README.md).')
+@description('Maximum on-demand instances per function group (HTTP and blob scale separately; always-ready instances are extra). 40 is the lowest value every region accepts; the spend ceiling is enforced by the cost guard (infra/README.md).')
 @minValue(1)
 @maxValue(1000)
-param maximumInstanceCount int = 3
+param maximumInstanceCount int = 40
 
 @description('Always-ready instances for the HTTP group: removes cold starts from the prediction path.')
 @minValue(0)
@@ -72,7 +79,9 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_213: No platform health-check pings: they would bill execution time on every instance; availability is watched by the 5xx-rate and p95-latency alerts instead.
   name: appName
   location: location
-  tags: tags
+  tags: union(tags, {
+    'azd-service-name': azdServiceName
+  })
   kind: 'functionapp,linux'
   identity: {
     type: 'UserAssigned'
@@ -83,6 +92,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    virtualNetworkSubnetId: empty(vnetSubnetId) ? null : vnetSubnetId
     clientCertEnabled: false
     publicNetworkAccess: 'Enabled'
     siteConfig: {

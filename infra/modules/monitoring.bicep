@@ -42,7 +42,7 @@ param http5xxPercentThreshold int = 5
 @minValue(10)
 param p95LatencyThresholdMs int = 100
 
-resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+resource workspace 'Microsoft.OperationalInsights/workspaces@2025-07-01' = {
   name: workspaceName
   location: location
   tags: tags

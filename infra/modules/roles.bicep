@@ -5,7 +5,8 @@
 //   events), scoped to this one storage account, plus Monitoring Metrics Publisher on this
 //   one Application Insights component so telemetry can be sent with Entra ID auth;
 // - the Event Grid identity may only write into the dead-letter container;
-// - an optional operator principal may write model bundles and raw batches only.
+// - an optional operator principal may write model bundles and raw batches, and read the
+//   curated outputs and the quarantine (python -m features.upload --wait reads curated/).
 
 param storageAccountName string
 param appInsightsName string
@@ -32,6 +33,7 @@ param operatorPrincipalType string = 'User'
 var roleIds = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -65,6 +67,16 @@ resource modelsContainer 'Microsoft.Storage/storageAccounts/blobServices/contain
 resource rawContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   parent: blobService
   name: 'raw'
+}
+
+resource curatedContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: 'curated'
+}
+
+resource quarantineContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: 'quarantine'
 }
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -116,6 +128,26 @@ resource operatorRawWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' 
   scope: rawContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageBlobDataContributor)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorCuratedReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(curatedContainer.id, operatorPrincipalId, roleIds.storageBlobDataReader)
+  scope: curatedContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageBlobDataReader)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorQuarantineReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(quarantineContainer.id, operatorPrincipalId, roleIds.storageBlobDataReader)
+  scope: quarantineContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageBlobDataReader)
     principalId: operatorPrincipalId
     principalType: operatorPrincipalType
   }

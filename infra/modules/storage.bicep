@@ -1,6 +1,9 @@
 // Storage for the data lake (raw -> curated/quarantine), the model bundles, the Flex
 // Consumption deployment package and the Functions host itself (AzureWebJobsStorage).
 // Identity-only access: shared keys are off, so every caller needs an Entra ID role.
+// With privateNetwork the data plane is closed to the internet except for the operators'
+// IP ranges: the app reaches it through private endpoints (modules/network.bicep) and
+// trusted Azure services (Event Grid dead-lettering with its identity) through the bypass.
 
 @description('Storage account name (3-24 lowercase letters and digits).')
 @minLength(3)
@@ -22,6 +25,12 @@ param deploymentContainerName string
 
 @description('Container that receives Event Grid events that could not be delivered.')
 param deadLetterContainerName string
+
+@description('Deny public network access except operatorIpRanges (the app uses private endpoints).')
+param privateNetwork bool = true
+
+@description('Public IPv4 addresses or CIDR ranges (up to /30) allowed to reach the data plane when privateNetwork is true: the operators who upload batches and models.')
+param operatorIpRanges array = []
 
 @description('Days after last modification before raw uploads move to the cool tier.')
 @minValue(1)
@@ -49,8 +58,8 @@ var allContainers = concat(dataContainers, [
 ])
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  // checkov:skip=CKV_AZURE_35: No VNet in this design (Flex Consumption without VNet integration reaches storage over its public endpoint, and private endpoints would add ~GBP 15/month each); access is Entra ID only with shared keys disabled.
-  // checkov:skip=CKV_AZURE_59: Same reason as CKV_AZURE_35: the public endpoint must stay reachable for the Functions host and Event Grid; anonymous and key access are both disabled.
+  // checkov:skip=CKV_AZURE_35: The default action is Deny whenever privateNetwork is true (the default); checkov cannot evaluate the parameter. Only operatorIpRanges and trusted Azure services get through; the app uses private endpoints.
+  // checkov:skip=CKV_AZURE_59: Public network access stays Enabled only so the operators' IP allow-list can apply (Disabled would ignore ipRules); the default action is Deny and shared keys are off.
   // checkov:skip=CKV_AZURE_206: Replication is the skuName parameter (default Standard_ZRS); checkov does not evaluate parameter defaults, and LRS stays allowed for throwaway environments.
   name: name
   location: location
@@ -72,7 +81,11 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     publicNetworkAccess: 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: privateNetwork ? 'Deny' : 'Allow'
+      ipRules: [for ip in operatorIpRanges: {
+        value: ip
+        action: 'Allow'
+      }]
     }
     encryption: {
       keySource: 'Microsoft.Storage'
