@@ -506,11 +506,19 @@ class BlobStore:
         self._containers_ready = False
 
     def ensure_containers(self, names: tuple[str, ...] = CONTAINERS) -> None:
-        from azure.core.exceptions import ResourceExistsError
+        """Create missing containers. A 403 means the caller may not create containers (in
+        Azure the templates create them; an operator's roles cover only some): carry on, and
+        let the real read or write report a genuine lack of access."""
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
         for name in names:
-            with contextlib.suppress(ResourceExistsError):
+            try:
                 self.service.create_container(name)
+            except ResourceExistsError:
+                pass
+            except HttpResponseError as exc:
+                if exc.status_code != 403:
+                    raise
         self._containers_ready = True
 
     def _blob(self, container: str, name: str) -> Any:

@@ -5,11 +5,13 @@
     python -m features.upload --batch demo data/transactions.csv --process
     python -m features.upload --model artifacts --name current
 
-Creates the containers (raw, curated, quarantine, models) if needed and streams each file
-up (never read whole). The connection comes from ``AzureWebJobsStorage`` (Azurite when it
-is unset). Labels are uploaded before transactions, so a batch is processed once rather
-than twice. ``--process`` runs what the blob trigger would run, here, for machines without
-the Functions Core Tools; ``--wait`` polls for the outputs of a running function app.
+Creates the container it writes to (raw or models) if it is missing and streams each file
+up (never read whole); in Azure the containers already exist and an operator may not create
+them (roles: write raw/ and models/, read curated/ and quarantine/), which is fine. The
+connection comes from ``AzureWebJobsStorage`` (Azurite when it is unset). Labels are
+uploaded before transactions, so a batch is processed once rather than twice.
+``--process`` runs what the blob trigger would run, here, for machines without the
+Functions Core Tools; ``--wait`` polls for the outputs of a running function app.
 """
 
 from __future__ import annotations
@@ -70,12 +72,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _store(setting: str) -> blob_batch.BlobStore:
+def _store(setting: str, writes_to: tuple[str, ...]) -> blob_batch.BlobStore:
     if not os.environ.get(setting) and not os.environ.get(f"{setting}__blobServiceUri"):
         print(f"{setting} is not set: using Azurite ({AZURITE})", file=sys.stderr)
         os.environ[setting] = AZURITE
     store = blob_batch.BlobStore(blob_batch.connect(setting))
-    store.ensure_containers()
+    store.ensure_containers(writes_to)
     return store
 
 
@@ -154,7 +156,13 @@ def wait_for_outputs(store: blob_batch.BlobStore, batch: str, seconds: float) ->
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    store = _store(args.connection_setting)
+    if args.model is not None:
+        writes_to: tuple[str, ...] = (blob_batch.MODELS,)
+    elif args.process:  # processing here writes what the function app would write
+        writes_to = (blob_batch.RAW, blob_batch.CURATED, blob_batch.QUARANTINE)
+    else:
+        writes_to = (blob_batch.RAW,)
+    store = _store(args.connection_setting, writes_to)
     if args.model is not None:
         upload_model(store, args.model, args.name)
         return 0

@@ -13,13 +13,13 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
-import inspect
 import io
 import json
 import os
 import subprocess
 import sys
 import threading
+import typing
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,6 +102,13 @@ def _blob_handler() -> Any:
     return functions[function_app.BLOB_FUNCTION].get_user_function()
 
 
+def _client_annotation() -> Any:
+    """The parameter's type as the Python worker resolves it: ``typing.get_type_hints`` (the
+    worker's functions.Registry does the same, so ``from __future__ import annotations`` in
+    function_app.py is fine)."""
+    return typing.get_type_hints(_blob_handler())["client"]
+
+
 def model_binding_data(file_path: str) -> Datum:
     """What the Functions host sends the worker for an SDK-type blob binding: a reference
     (connection setting, container, blob name) and no blob content."""
@@ -117,7 +124,7 @@ def model_binding_data(file_path: str) -> Datum:
 
 def trigger(store: BlobStore, batch: str, file: str) -> None:
     """Invoke the indexed blob function as the worker does for ``raw/<batch>/<file>``."""
-    annotation = inspect.signature(_blob_handler()).parameters["client"].annotation
+    annotation = _client_annotation()
     client = BlobClientConverter.decode(
         model_binding_data(f"{RAW}/{batch}/{file}"), trigger_metadata=None, pytype=annotation
     )
@@ -282,7 +289,7 @@ def test_without_a_model_the_batch_is_published_without_predictions(
 def test_the_trigger_binds_a_blob_client_so_the_host_passes_no_content() -> None:
     """The worker decides per parameter annotation whether the host sends the blob's bytes or
     a ``model_binding_data`` reference; the extension's converter must claim ours."""
-    annotation = inspect.signature(_blob_handler()).parameters["client"].annotation
+    annotation = _client_annotation()
     assert BlobClientConverter.check_input_type_annotation(annotation)
     assert annotation is blob_types.BlobClient
 

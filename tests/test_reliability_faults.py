@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from azure.core.exceptions import ServiceResponseError
+from azure.storage.blob import BlobClient
 from conftest import blob_outputs as outputs
 from fastapi.testclient import TestClient
 
@@ -530,12 +531,9 @@ def test_the_blob_function_raises_on_a_storage_fault_so_the_runtime_retries(
     batch = _prepare(store, handover_dir, predictor)
     blob_fn = _functions()[function_app.BLOB_FUNCTION].get_user_function()
     client = store.service.get_blob_client(RAW, f"{batch}/transactions.csv")
-    data = client.download_blob().readall()
 
-    def event() -> func.blob.InputStream:
-        return func.blob.InputStream(
-            data=data, name=f"{RAW}/{batch}/transactions.csv", uri=client.url, length=len(data)
-        )
+    def event() -> BlobClient:  # the SDK-type binding hands the function a BlobClient
+        return client
 
     faulty = FaultyStore(store, fail_at=5)  # a write in the middle of publishing
     monkeypatch.setattr(function_app, "batch_store", lambda: faulty)
@@ -586,8 +584,7 @@ def test_blob_function_logs_carry_no_customer_data(
 
     def run(batch: str, file: str, data: bytes) -> None:
         store.write(RAW, f"{batch}/{file}", data, "text/csv")
-        stream = func.blob.InputStream(data=data, name=f"{RAW}/{batch}/{file}", length=len(data))
-        assert blob_fn(stream) is None
+        assert blob_fn(store.service.get_blob_client(RAW, f"{batch}/{file}")) is None
 
     unlabelled = f"p{uuid.uuid4().hex[:12]}"
     run(unlabelled, "transactions.csv", transactions)  # features + predictions
