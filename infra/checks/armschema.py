@@ -426,8 +426,9 @@ class Validator:
                 self.error(path, f"{value!r} is not one of {names}")
 
 
-def check_resource(resource: Resource, declared_: Declared) -> list[Finding]:
-    where = f"{resource.file.relative_to(INFRA.parent).as_posix()}:{resource.symbol}/"
+def check_resource(resource: Resource, declared_: Declared, root: Path = INFRA) -> list[Finding]:
+    rel = resource.file.relative_to(root.parent).as_posix()
+    where = f"{rel}:{resource.symbol}/"
     try:
         module = models_for(resource.type, resource.api_version)
     except SchemaUnavailableError as exc:
@@ -440,20 +441,20 @@ def check_resource(resource: Resource, declared_: Declared) -> list[Finding]:
     return validator.findings
 
 
-def check_file(path: Path) -> list[Finding]:
+def check_file(path: Path, root: Path = INFRA) -> list[Finding]:
     declared_ = declared(parse_bicep(path))
     findings: list[Finding] = []
     for resource in bicep_resources(path):
         if resource.existing:
             continue  # a reference to a resource deployed elsewhere: only its name is given
-        findings.extend(check_resource(resource, declared_))
+        findings.extend(check_resource(resource, declared_, root))
     return findings
 
 
 def check_all(root: Path = INFRA) -> list[Finding]:
     findings: list[Finding] = []
     for path in bicep_files(root):
-        findings.extend(check_file(path))
+        findings.extend(check_file(path, root))
     return findings
 
 

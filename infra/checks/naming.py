@@ -175,8 +175,8 @@ class Scope:
         self.modules: dict[str, Scope] = {}
         self._variables = tree.get("variables", {})
         for name, param in tree.get("parameters", {}).items():
-            if name not in self.values and "default" in param:
-                self.values[name] = self.eval(param["default"])
+            if name not in self.values and param.get("default") is not None:
+                self.values[name] = self._lenient(param["default"])
 
     def child(self, **bindings: Any) -> Scope:
         scope = Scope.__new__(Scope)
