@@ -50,6 +50,7 @@ RULES: dict[str, str] = {
     r"^func start$": "azure",
     r"^curl .*localhost:7071/api/predict": "azure",
     r"^az ": "azure",
+    r"^azd ": "azure",
     r"^func azure functionapp publish": "azure",
     r"^python -m features --transactions": "pipeline",
     r"^python -m features\.synthetic .*&& python -m features .*&& python -m features\.eda": "eda",
