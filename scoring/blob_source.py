@@ -9,16 +9,14 @@ once per warm instance, on first use.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from scoring.bundle import BundleError, BundleSource
 from scoring.manifest import MANIFEST_FILE, MODEL_FILE
-from scoring.settings import local_source
+from scoring.settings import Settings
 
 DEFAULT_CONTAINER = "models"
-DEFAULT_NAME = "current"
 # A pickled logistic regression is kilobytes; refuse anything absurd before downloading it.
 MAX_BUNDLE_FILE_BYTES = 256 << 20
 
@@ -56,24 +54,26 @@ class BlobBundleSource:
         return self._read(MODEL_FILE)
 
 
-def model_location() -> tuple[str, str] | None:
+def model_location(settings: Settings | None = None) -> tuple[str, str] | None:
     """``(container, name)`` when ``MODEL_CONTAINER`` is set, else None (local bundle)."""
-    container = (os.environ.get("MODEL_CONTAINER") or "").strip()
-    if not container:
+    settings = settings or Settings.from_env()
+    if settings.model_container is None:
         return None
-    return container, (os.environ.get("MODEL_NAME") or "").strip() or DEFAULT_NAME
+    return settings.model_container, settings.model_name
 
 
-def source_from_settings() -> BundleSource:
+def source_from_settings(settings: Settings | None = None) -> BundleSource:
     """The bundle source the settings ask for: blob storage when ``MODEL_CONTAINER`` is set
-    (connection ``AzureWebJobsStorage``), otherwise ``MODEL_DIR`` on local disk.
+    (connection ``AzureWebJobsStorage``), otherwise ``MODEL_DIR`` on local disk. Without an
+    argument the environment is read at each call.
 
     Called by ``ModelHolder`` on each load attempt; storage misconfiguration becomes a
     ``BundleError`` (a 503 naming the missing setting), never a crash at import.
     """
-    location = model_location()
+    settings = settings or Settings.from_env()
+    location = model_location(settings)
     if location is None:
-        return local_source()
+        return settings.local_source()
     from features.blob_batch import StorageNotConfiguredError, connect
 
     container, name = location
