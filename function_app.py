@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from typing import Any
 
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob_types
@@ -31,7 +30,7 @@ import pandas as pd
 from features import blob_batch
 from scoring import api
 from scoring.blob_source import source_from_settings
-from scoring.holder import ModelUnavailableError
+from scoring.holder import ModelHolder, ModelUnavailableError
 
 STORAGE_SETTING = blob_batch.STORAGE_SETTING
 API_ROOT = "/api"
@@ -52,41 +51,30 @@ def blob_trigger_source(value: str | None) -> func.BlobSource:
     raise ValueError(f"BLOB_TRIGGER_SOURCE={text!r} is not one of: {allowed}")
 
 
-def under_api_root(asgi_app: Any) -> Any:
-    """Tell the ASGI app that ``/api`` is the host's prefix (``root_path``), as a proxy
-    would: routes then match without it, and ``/api/docs`` points at ``/api/openapi.json``."""
-
-    async def app(scope: dict, receive: Any, send: Any) -> None:
-        path = scope.get("path", "")
-        prefixed = path == API_ROOT or path.startswith(API_ROOT + "/")
-        if scope.get("type") == "http" and prefixed and not scope.get("root_path"):
-            scope = {**scope, "root_path": API_ROOT}
-        await asgi_app(scope, receive, send)
-
-    return app
-
-
 @functools.cache
 def batch_store() -> blob_batch.BlobStore:
     """One storage client per instance, created on first use (not at import)."""
     return blob_batch.BlobStore(blob_batch.connect(STORAGE_SETTING))
 
 
+# One holder per instance, loaded lazily on first use (a bad bundle means 503s, not a crash
+# loop): from blob storage when MODEL_CONTAINER is set, else from MODEL_DIR. The HTTP API
+# and the batch predictions read it from the same place, ``http_app.state.holder``.
+http_app = api.create_app(holder=ModelHolder(source_from_settings), root_path=API_ROOT)
+
+
 def predict_with_current_model(features: pd.DataFrame) -> pd.DataFrame:
     """Batch predictions with the same model instance the HTTP API serves."""
+    holder: ModelHolder = http_app.state.holder
     try:
-        model = api.holder.get()
+        model = holder.get()
     except ModelUnavailableError as exc:
         raise blob_batch.PredictionsUnavailableError(str(exc)) from exc
     return blob_batch.predictions_frame(model, features)
 
 
-# The model comes from blob storage when MODEL_CONTAINER is set, else from MODEL_DIR; it is
-# loaded lazily by the holder on first use, so a bad bundle means 503s, not a crash loop.
-api.holder.reset(source_from_settings)
-
 app = func.AsgiFunctionApp(
-    app=under_api_root(api.app),
+    app=http_app,
     http_auth_level=func.AuthLevel.FUNCTION,
     function_name=HTTP_FUNCTION,
 )

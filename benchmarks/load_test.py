@@ -18,12 +18,25 @@ requests/s and errors per phase, and the server's RSS before (after warm-up) and
 exits 1 if any request failed or RSS grew by more than ``--rss-tolerance`` (10%). The
 client shares the 2 cores with the server, so the figures include that contention; they are
 for comparing runs on one machine, not a capacity claim.
+
+    python benchmarks/load_test.py --hostile            # issue 16's hostile clients instead
+
+``--hostile`` measures what hostile request bodies cost the server (loopback, bounded):
+
+1. one body of about 1 MiB of nested arrays (``{"items": [[[...]], ...]}``): wall time
+   and server CPU per request, at /predict and /predict/batch;
+2. p50 of a normal /predict alone, then while ``--attackers`` (3) clients send that body
+   back to back for ``--attack-seconds`` (10);
+3. ``--slow-connections`` (150) connections that each declare a 1 MiB body, send all but
+   its last 16 bytes and wait: the server's RSS before and at its peak, and what each
+   connection was answered and when (``--slow-hold`` (15) seconds at most).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -32,7 +45,9 @@ import ssl
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,25 +136,42 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(port: int, model_dir: str | None) -> subprocess.Popen[bytes]:
-    env = {**os.environ}
+def start_server(
+    port: int,
+    model_dir: str | None,
+    *,
+    log: Path | None = None,
+    level: str = "warning",
+    access_log: bool = False,
+    env: dict[str, str] | None = None,
+    wait_for: str = "/ready",
+) -> subprocess.Popen[bytes]:
+    """``python -m scoring`` on 127.0.0.1:``port``, returned once ``wait_for`` answers 200.
+
+    Output (stdout and stderr, every logger) goes to ``log`` if given, else nowhere;
+    ``env`` adds settings (e.g. ``SCORING_BODY_TIMEOUT_S``). The tests start their live
+    servers through this too."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     if model_dir:
-        env["MODEL_DIR"] = model_dir
+        full_env["MODEL_DIR"] = model_dir
     cmd = [sys.executable, "-m", "scoring", "--host", HOST, "--port", str(port)]
-    cmd += ["--log-level", "warning", "--no-access-log"]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    cmd += ["--log-level", level] + ([] if access_log else ["--no-access-log"])
+    out = log.open("wb") if log is not None else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    finally:
+        if log is not None:
+            out.close()  # type: ignore[union-attr]
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with code {proc.returncode}")
         try:
-            if httpx.get(f"http://{HOST}:{port}/ready", timeout=2).status_code == 200:
+            if httpx.get(f"http://{HOST}:{port}{wait_for}", timeout=2).status_code == 200:
                 return proc
         except httpx.TransportError:
             pass
-        time.sleep(0.1)
+        time.sleep(0.05)
     stop_server(proc)
     raise RuntimeError(f"server not ready within {START_TIMEOUT_S:.0f} s")
 
@@ -310,6 +342,202 @@ def run(
     }
 
 
+# ---------------------------------------------------------------- hostile clients (issue 16)
+
+MIB = 1 << 20
+JSON_TYPE = {"content-type": "application/json"}
+
+
+def nested_array_body(size: int = MIB - 64, depth: int = 10) -> bytes:
+    """About ``size`` bytes of ``{"items": [[[...]], [[...]], ...]}``, ``depth`` deep."""
+    unit = b"[" * depth + b"]" * depth
+    count = (size - 16) // (len(unit) + 1)
+    return b'{"items": [' + b",".join([unit] * count) + b"]}"
+
+
+def hostile_body_cost(base: str, pid: int, body: bytes, repeats: int = 5) -> dict[str, Any]:
+    """Median wall time and server CPU per request for ``body`` at each body route."""
+    figures: dict[str, Any] = {"body_bytes": len(body)}
+    with httpx.Client(base_url=base, timeout=REQUEST_TIMEOUT_S) as client:
+        for path in ("/predict", "/predict/batch"):
+            walls, cpus, statuses = [], [], set()
+            for _ in range(repeats):
+                cpu0, started = cpu_seconds(pid), time.perf_counter()
+                response = client.post(path, content=body, headers=JSON_TYPE)
+                walls.append(time.perf_counter() - started)
+                cpus.append(cpu_seconds(pid) - cpu0)
+                statuses.add(response.status_code)
+            figures[path] = {
+                "status": sorted(statuses),
+                "wall_ms": round(statistics.median(walls) * 1000, 1),
+                "server_cpu_ms": round(statistics.median(cpus) * 1000, 1),
+            }
+    return figures
+
+
+def _predict_latencies(base: str, seconds: float, limit: int) -> list[float]:
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
+    with httpx.Client(base_url=base, timeout=REQUEST_TIMEOUT_S) as client:
+        while time.monotonic() < deadline and len(latencies) < limit:
+            started = time.perf_counter()
+            response = client.post("/predict", json=payload(len(latencies)))
+            if response.status_code != 200:
+                raise RuntimeError(f"normal /predict answered {response.status_code}")
+            latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+def p50_under_attack(
+    base: str, body: bytes, attackers: int = 3, seconds: float = 10.0
+) -> dict[str, Any]:
+    """p50 of a normal /predict alone, then while ``attackers`` clients post ``body``."""
+    quiet = _predict_latencies(base, min(seconds, 3.0), 300)
+    stop = threading.Event()
+    sent = [0] * attackers
+
+    def attack(i: int) -> None:
+        with httpx.Client(base_url=base, timeout=REQUEST_TIMEOUT_S) as client:
+            while not stop.is_set():
+                client.post("/predict", content=body, headers=JSON_TYPE)
+                sent[i] += 1
+
+    threads = [threading.Thread(target=attack, args=(i,), daemon=True) for i in range(attackers)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)  # let every attacker get going
+        loud = _predict_latencies(base, seconds, 10_000)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=REQUEST_TIMEOUT_S)
+    return {
+        "attackers": attackers,
+        "quiet_p50_ms": round(statistics.median(quiet) * 1000, 2),
+        "attacked_p50_ms": round(statistics.median(loud) * 1000, 2),
+        "attacked_max_ms": round(max(loud) * 1000, 1),
+        "normal_requests": len(loud),
+        "hostile_requests": sum(sent),
+    }
+
+
+@dataclass
+class SlowClient:
+    status: int | None = None  # the server's answer, None if it never answered
+    answered_s: float | None = None
+    closed_by_server: bool = False
+
+
+def _slow_client(
+    port: int, declared: int, withheld: int, hold_s: float, started: float
+) -> SlowClient:
+    """Declare ``declared`` bytes, send all but ``withheld`` of them, then only listen."""
+    result = SlowClient()
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {declared}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((HOST, port), timeout=hold_s) as s:
+        # OSError: the server answered and closed while this was still sending
+        with contextlib.suppress(OSError):
+            s.sendall(head + b"[" + b" " * (declared - withheld - 1))
+        received = b""
+        s.settimeout(max(0.1, started + hold_s - time.monotonic()))
+        try:
+            while chunk := s.recv(65536):
+                received += chunk
+                if result.status is None and b"\r\n" in received:
+                    result.status = int(received.split(b" ", 2)[1])
+                    result.answered_s = round(time.monotonic() - started, 2)
+            result.closed_by_server = True
+        except ConnectionResetError:
+            result.closed_by_server = True
+        except TimeoutError:
+            pass
+    return result
+
+
+def slow_bodies(
+    port: int,
+    pid: int,
+    connections: int = 150,
+    declared: int = MIB,
+    withheld: int = 16,
+    hold_s: float = 15.0,
+) -> dict[str, Any]:
+    """``connections`` clients that never finish their body: the server's memory meanwhile
+    and what each was answered (and when). Bounded by ``hold_s``; every socket is closed."""
+    rss_before = rss_bytes(pid)
+    peak = rss_before
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=connections) as pool:
+        futures = [
+            pool.submit(_slow_client, port, declared, withheld, hold_s, started)
+            for _ in range(connections)
+        ]
+        while not all(f.done() for f in futures) and time.monotonic() - started < hold_s + 5:
+            peak = max(peak, rss_bytes(pid))
+            time.sleep(0.05)
+        clients = [f.result() for f in futures]
+    time.sleep(0.5)
+    answered: dict[str, int] = {}
+    for c in clients:
+        answered[str(c.status)] = answered.get(str(c.status), 0) + 1
+    times = [c.answered_s for c in clients if c.answered_s is not None]
+    return {
+        "connections": connections,
+        "declared_bytes": declared,
+        "withheld_bytes": withheld,
+        "rss_before_mib": round(rss_before / MIB, 1),
+        "rss_peak_mib": round(peak / MIB, 1),
+        "rss_held_mib": round((peak - rss_before) / MIB, 1),
+        "rss_after_mib": round(rss_bytes(pid) / MIB, 1),
+        "answers": answered,
+        "closed_by_server": sum(c.closed_by_server for c in clients),
+        "last_answer_s": max(times) if times else None,
+    }
+
+
+def run_hostile(
+    *,
+    attackers: int = 3,
+    attack_seconds: float = 10.0,
+    slow_connections: int = 150,
+    slow_hold: float = 15.0,
+    model_dir: str | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Measure the three hostile scenarios, each slow-body run on a fresh server (so memory
+    freed by the earlier phases cannot hide what the slow bodies hold)."""
+    port = free_port()
+    base = f"http://{HOST}:{port}"
+    proc = start_server(port, model_dir, env=env)
+    try:
+        _predict_latencies(base, 5.0, WARMUP_REQUESTS)
+        body = nested_array_body()
+        result = {
+            "machine": machine(),
+            "nested_body": hostile_body_cost(base, proc.pid, body),
+            "under_attack": p50_under_attack(base, body, attackers, attack_seconds),
+        }
+        alive = proc.poll() is None
+        result["alive_after"] = alive and httpx.get(f"{base}/health", timeout=5).status_code == 200
+    finally:
+        stop_server(proc)
+    if slow_connections:
+        port = free_port()
+        proc = start_server(port, model_dir, env=env)
+        try:
+            _predict_latencies(f"http://{HOST}:{port}", 5.0, WARMUP_REQUESTS)
+            result["slow_bodies"] = slow_bodies(port, proc.pid, slow_connections, hold_s=slow_hold)
+            ok = httpx.get(f"http://{HOST}:{port}/health", timeout=5).status_code == 200
+            result["alive_after"] = result["alive_after"] and ok
+        finally:
+            stop_server(proc)
+    return result
+
+
 def report(result: dict[str, Any]) -> str:
     lines = [f"machine (at end): {result['machine']}", f"server:  {result['server']}"]
     header = f"{'phase':<10} {'conc':>5} {'requests':>9} {'errors':>7} {'req/s':>8} "
@@ -343,6 +571,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-tolerance", type=float, default=0.10)
     parser.add_argument("--model-dir", default=None, help="MODEL_DIR for the server")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument("--hostile", action="store_true", help="issue 16's hostile clients")
+    parser.add_argument("--attackers", type=int, default=3)
+    parser.add_argument("--attack-seconds", type=float, default=10.0)
+    parser.add_argument("--slow-connections", type=int, default=150)
+    parser.add_argument("--slow-hold", type=float, default=15.0, help="seconds, at most")
     args = parser.parse_args(argv)
     if str(ROOT) not in sys.path:  # run as a script: make the project importable
         sys.path.insert(0, str(ROOT))
@@ -353,11 +586,25 @@ def main(argv: list[str] | None = None) -> int:
         "--burst-requests": (args.burst_requests, 1, 100_000),
         "--burst-seconds": (args.burst_seconds, 0.5, 600),
         "--max-requests": (args.max_requests, 1, 1_000_000),
+        "--attackers": (args.attackers, 1, 16),
+        "--attack-seconds": (args.attack_seconds, 0.5, 120),
+        "--slow-connections": (args.slow_connections, 0, 500),
+        "--slow-hold": (args.slow_hold, 1, 120),
     }
     for flag, (value, low, high) in bounds.items():
         if not low <= value <= high:
             parser.error(f"{flag} must be between {low} and {high}")
     print(f"machine: {machine()}", flush=True)
+    if args.hostile:
+        figures = run_hostile(
+            attackers=args.attackers,
+            attack_seconds=args.attack_seconds,
+            slow_connections=args.slow_connections,
+            slow_hold=args.slow_hold,
+            model_dir=args.model_dir,
+        )
+        print(json.dumps(figures, indent=2))
+        return 0 if figures["alive_after"] else 1
     result = run(
         duration=args.duration,
         concurrency=args.concurrency,

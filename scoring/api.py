@@ -1,30 +1,33 @@
-"""The scoring API: ``scoring.api:app``, served by uvicorn and by the Azure Functions app.
+"""The scoring API: ``create_app(settings, holder=..., root_path=...)`` builds it, and
+``scoring.api:app`` is the app that factory builds from the environment (what uvicorn and
+``python -m scoring`` serve).
 
-Routes answer at ``/predict`` (plain uvicorn, as the brief says) and ``/api/predict`` (the
-Functions host passes the full path, including its ``/api`` prefix): one router included
-twice, the ``/api`` copy hidden from the OpenAPI schema.
+Every route exists once, at ``/predict``, ``/health``, ... An app served under a prefix is
+told so through ``root_path`` (the ASGI way): the function app passes ``/api``, its host's
+route prefix, and Starlette then matches routes on the path without it. JSON bodies go
+through ``scoring.guard`` on the matched route itself, so no path can skip it.
 
-The model loads lazily on first use (ASGI startup hooks are not reliable under Functions)
-and is then shared. Handlers are ``async`` and score with numpy in the event loop; the one
-slow step, the first load, runs in a worker thread. Nothing here logs request content.
+Per-app state lives on ``app.state`` and reaches handlers as FastAPI dependencies: the model
+holder (``model_holder``; the model loads lazily on first use because ASGI startup hooks are
+not reliable under Functions) and the body guard. Tests build their own app or override
+``model_holder``; nothing here is a module global to reset. Handlers are ``async`` and score
+with numpy in the event loop; the first model load and the parsing of large bodies run in
+worker threads. Nothing here logs request content.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from features.definitions import ID
 from scoring.bundle import LoadedModel
-from scoring.guard import BodyGuard
+from scoring.guard import BodyGuard, BodyRejectedError, GuardedRoute, on_body_rejected
 from scoring.holder import ModelHolder, ModelUnavailableError
 from scoring.inputs import Assembled, InputError, assemble
 from scoring.schema import (
@@ -35,22 +38,37 @@ from scoring.schema import (
     PredictRequest,
     PredictResponse,
 )
-from scoring.settings import MAX_BODY_BYTES, local_source
+from scoring.settings import Settings
 
 TOP_REASONS = 3
-API_PREFIX = "/api"
-
-holder = ModelHolder(local_source)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    408: {"description": "The request body did not arrive in time; the connection is closed."},
     413: {"description": "Request body too large."},
     415: {"description": "Content-Type is not application/json."},
-    422: {"description": "A field is invalid or missing; each error names its field."},
-    503: {"description": "No model loaded; the detail says why. Retried on later calls."},
+    422: {
+        "description": "The body is not JSON within the limits (nesting, size, repeated keys) "
+        "or a field is invalid or missing; each error names its field."
+    },
+    503: {
+        "description": "No model loaded (the detail says why; retried on later calls), or too "
+        "many request bodies arriving at once. Retry after the Retry-After seconds."
+    },
 }
+_BODY_ERRORS = {k: _ERRORS[k] for k in (408, 413, 415, 422, 503)}
 
 
-async def current_model() -> LoadedModel:
+def model_holder(request: Request) -> ModelHolder:
+    """The app's model holder (``app.state.holder``); a dependency tests may override."""
+    return request.app.state.holder
+
+
+Holder = Annotated[ModelHolder, Depends(model_holder)]
+
+
+async def loaded_model(holder: ModelHolder) -> LoadedModel:
+    """The holder's model; the first load runs in a worker thread. Raises
+    ``ModelUnavailableError`` (a 503)."""
     model = holder.peek()
     if model is None:
         model = await run_in_threadpool(holder.get)
@@ -93,7 +111,7 @@ def _score(model: LoadedModel, ids: list[str], data: Assembled) -> list[dict[str
     ]
 
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 
 
 @router.get("/health", summary="Liveness: the process answers.")
@@ -104,9 +122,9 @@ async def health() -> dict[str, str]:
 @router.get(
     "/ready", summary="Readiness: a model is loaded (503 otherwise).", responses={503: _ERRORS[503]}
 )
-async def ready() -> JSONResponse:
+async def ready(holder: Holder) -> JSONResponse:
     try:
-        model = await current_model()
+        model = await loaded_model(holder)
     except ModelUnavailableError as exc:
         return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
     return JSONResponse(
@@ -124,8 +142,8 @@ async def ready() -> JSONResponse:
     summary="The loaded model's manifest and runtime facts.",
     responses={503: _ERRORS[503]},
 )
-async def model_info() -> JSONResponse:
-    model = await current_model()
+async def model_info(holder: Holder) -> JSONResponse:
+    model = await loaded_model(holder)
     return JSONResponse(model.metadata())
 
 
@@ -133,10 +151,10 @@ async def model_info() -> JSONResponse:
     "/predict",
     summary="Default probability for one customer.",
     response_model=PredictResponse,
-    responses={k: _ERRORS[k] for k in (413, 415, 422, 503)},
+    responses=_BODY_ERRORS,
 )
-async def predict(body: PredictRequest) -> JSONResponse:  # type: ignore[valid-type]
-    model = await current_model()
+async def predict(body: PredictRequest, holder: Holder) -> JSONResponse:  # type: ignore[valid-type]
+    model = await loaded_model(holder)
     record = body.__dict__
     data = assemble(model.plan, [record])
     return JSONResponse(_score(model, [record[ID]], data)[0])
@@ -146,10 +164,10 @@ async def predict(body: PredictRequest) -> JSONResponse:  # type: ignore[valid-t
     "/predict/batch",
     summary=f"Default probabilities for up to {MAX_BATCH} customers, scored together.",
     response_model=BatchResponse,
-    responses={k: _ERRORS[k] for k in (413, 415, 422, 503)},
+    responses=_BODY_ERRORS,
 )
-async def predict_batch(body: BatchRequest) -> JSONResponse:
-    model = await current_model()
+async def predict_batch(body: BatchRequest, holder: Holder) -> JSONResponse:
+    model = await loaded_model(holder)
     records = [item.__dict__ for item in body.items]
     data = assemble(model.plan, records, loc_prefix=("body", "items"), indexed=True)
     results = _score(model, [r[ID] for r in records], data)
@@ -174,21 +192,12 @@ def _short(part: Any) -> Any:
     )
 
 
-async def _on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = []
+async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
     all_errors = exc.errors()
+    errors = []
     for err in all_errors[:MAX_ERRORS]:
         loc = [_short(part) for part in err.get("loc", ())]
-        if err.get("type") == "json_invalid":
-            reason = (err.get("ctx") or {}).get("error", "")
-            errors.append(
-                {
-                    "loc": ["body"],
-                    "msg": f"body is not valid JSON: {reason}".strip(),
-                    "type": "json_invalid",
-                }
-            )
-            continue
         errors.append(
             {
                 "loc": loc,
@@ -202,28 +211,27 @@ async def _on_validation_error(_: Request, exc: RequestValidationError) -> JSONR
     return JSONResponse({"detail": errors}, status_code=422)
 
 
-async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Any:
-    """FastAPI answers 400 "error parsing the body" for bodies json.loads raises on with
-    something other than JSONDecodeError; report them like any other invalid JSON."""
-    if exc.status_code == 400 and request.method == "POST":
-        msg = "body is not valid JSON: not UTF-8, nested too deeply, or a number too long"
-        return JSONResponse(
-            {"detail": [{"loc": ["body"], "msg": msg, "type": "json_invalid"}]}, status_code=422
-        )
-    return await http_exception_handler(request, exc)
-
-
-async def _on_input_error(_: Request, exc: InputError) -> JSONResponse:
+async def _on_input_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InputError)
     return JSONResponse({"detail": exc.errors}, status_code=422)
 
 
-async def _on_unavailable(_: Request, exc: ModelUnavailableError) -> JSONResponse:
+async def _on_unavailable(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         {"detail": f"model unavailable: {exc}"}, status_code=503, headers={"Retry-After": "5"}
     )
 
 
-def create_app() -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    holder: ModelHolder | None = None,
+    root_path: str = "",
+) -> FastAPI:
+    """A scoring app. ``settings`` default to the environment's; ``holder`` defaults to one
+    that lazily loads the bundle in ``settings.model_dir``; ``root_path`` is the prefix a
+    host serves the app under (the function app's ``/api``), empty for plain uvicorn."""
+    settings = settings or Settings.from_env()
     app = FastAPI(
         title="Credit-risk scoring",
         version="1.0.0",
@@ -231,22 +239,18 @@ def create_app() -> FastAPI:
             "90-day default probability from a customer's Part 1 features. "
             "Example request (from the brief): `" + str(BRIEF_EXAMPLE).replace("'", '"') + "`. "
             "GET /model says which model is loaded, which fields it needs, and whether it is a "
-            "placeholder. Routes also answer under /api for the Azure Functions host."
+            "placeholder."
         ),
+        root_path=root_path,
     )
+    app.state.settings = settings
+    app.state.holder = holder or ModelHolder(settings.local_source)
+    app.state.body_guard = BodyGuard(settings.body)
     app.include_router(router)
-    app.include_router(router, prefix=API_PREFIX, include_in_schema=False)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(InputError, _on_input_error)  # type: ignore[arg-type]
-    app.add_exception_handler(ModelUnavailableError, _on_unavailable)  # type: ignore[arg-type]
-    body_routes = frozenset(
-        (method, route.path)
-        for route in app.routes
-        if isinstance(route, APIRoute)
-        for method in route.methods & {"POST", "PUT", "PATCH"}
-    )
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)  # type: ignore[arg-type]
-    app.add_middleware(BodyGuard, max_body_bytes=MAX_BODY_BYTES, body_routes=body_routes)
+    app.add_exception_handler(BodyRejectedError, on_body_rejected)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(InputError, _on_input_error)
+    app.add_exception_handler(ModelUnavailableError, _on_unavailable)
     return app
 
 

@@ -1,4 +1,6 @@
-"""Shared fixtures: the handover files, and a real Azurite blob service on loopback.
+"""Shared fixtures and helpers: the handover files, a real Azurite blob service on
+loopback, and the scoring API (an app per bundle, the function app's HTTP handler, and
+``python -m scoring`` live on a free loopback port).
 
 Azurite is the npm package installed by ``npm ci``. If one already listens on the
 default port (e.g. started by ``.ci/run`` or by a developer), it is reused; otherwise the
@@ -7,18 +9,33 @@ fixture starts one for the test session and stops it afterwards.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import json
 import os
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import azure.functions as func
+import psutil
 import pytest
+from fastapi import FastAPI
 
+from benchmarks import load_test
 from features.blob_batch import _DEV_KEY as DEV_ACCOUNT_KEY
 from features.blob_batch import CURATED, QUARANTINE, BlobStore
+from scoring.api import create_app
+from scoring.bundle import BundleSource, LocalDirSource
+from scoring.holder import ModelHolder
+from scoring.schema import BRIEF_EXAMPLE
+from scoring.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 HANDOVER = ROOT.parent / "shared" / "handover"
@@ -102,3 +119,181 @@ def blob_outputs(store: BlobStore, batch: str) -> dict[str, bytes]:
         for blob in client.list_blobs(name_starts_with=f"{batch}/"):
             found[f"{container}/{blob.name}"] = client.download_blob(blob.name).readall()
     return found
+
+
+# ---------------------------------------------------------------- the scoring API
+
+HOST = "127.0.0.1"
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+@contextmanager
+def serving(
+    app: FastAPI, source: Callable[[], BundleSource], *, retry_after: float = 5.0
+) -> Iterator[ModelHolder]:
+    """Serve ``app`` from a fresh holder on ``source`` until the block ends.
+
+    The holder is what the app's ``model_holder`` dependency returns (``app.state.holder``),
+    so HTTP routes and anything else reading it (the function app's batch predictions) use
+    the new one; the old holder is put back afterwards.
+    """
+    holder = ModelHolder(source, retry_after=retry_after)
+    previous = app.state.holder
+    app.state.holder = holder
+    try:
+        yield holder
+    finally:
+        app.state.holder = previous
+
+
+@pytest.fixture
+def function_holder() -> Iterator[Callable[..., ModelHolder]]:
+    """``function_holder(source, retry_after=...)`` serves the function app (HTTP and batch
+    predictions) from a fresh holder on ``source`` until the test ends."""
+    import function_app
+
+    with ExitStack() as stack:
+
+        def serve(source: Callable[[], BundleSource], *, retry_after: float = 5.0) -> ModelHolder:
+            return stack.enter_context(
+                serving(function_app.http_app, source, retry_after=retry_after)
+            )
+
+        yield serve
+
+
+def bundle_app(directory: Path, *, retry_after: float = 5.0, root_path: str = "") -> FastAPI:
+    """A scoring app of its own serving the bundle in ``directory``."""
+    holder = ModelHolder(lambda: LocalDirSource(directory), retry_after=retry_after)
+    return create_app(Settings(model_dir=directory), holder=holder, root_path=root_path)
+
+
+@functools.cache
+def function_handlers() -> dict[str, Any]:
+    """The function app's functions by name, indexed once per process as the worker does
+    (``get_functions`` refuses to index the same names twice)."""
+    import function_app
+
+    function_app.app.functions_bindings = {}
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+def call_function(
+    method: str,
+    path: str,
+    body: object | None = None,
+    *,
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> func.HttpResponse:
+    """Invoke the indexed HTTP function the way the Python worker does: a
+    ``func.HttpRequest`` for ``http://localhost:7071<path>`` in, a ``func.HttpResponse`` out.
+    ``body`` is sent as JSON; ``content`` as raw bytes with ``headers`` as given."""
+    import function_app
+
+    if content is None:
+        content = b"" if body is None else json.dumps(body).encode()
+        if headers is None and body is not None:
+            headers = dict(JSON_HEADERS)
+    handler = function_handlers()[function_app.HTTP_FUNCTION].get_user_function()
+    request = func.HttpRequest(
+        method=method, url=f"http://localhost:7071{path}", headers=headers or {}, body=content
+    )
+    return asyncio.run(handler(request, None))
+
+
+@dataclass
+class LiveServer:
+    """``python -m scoring`` on a free loopback port; everything it prints goes to ``log``."""
+
+    base: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def rss(self) -> int:
+        return int(psutil.Process(self.proc.pid).memory_info().rss)
+
+    def cpu_seconds(self) -> float:
+        times = psutil.Process(self.proc.pid).cpu_times()
+        return float(times.user + times.system)
+
+
+def start_live_server(
+    log: Path,
+    model_dir: str = "artifacts",
+    *,
+    level: str = "warning",
+    access_log: bool = False,
+    env: dict[str, str] | None = None,
+) -> LiveServer:
+    port = load_test.free_port()
+    try:
+        proc = load_test.start_server(
+            port,
+            model_dir,
+            log=log,
+            level=level,
+            access_log=access_log,
+            env=env,
+            wait_for="/health",
+        )
+    except RuntimeError as exc:
+        pytest.fail(f"{exc}: {log.read_text(errors='replace')[-2000:]}")
+    return LiveServer(f"http://{HOST}:{port}", port, proc, log)
+
+
+def stop_live_server(server: LiveServer) -> None:
+    load_test.stop_server(server.proc)
+
+
+@contextmanager
+def live_server(log: Path, model_dir: str = "artifacts", **options: Any) -> Iterator[LiveServer]:
+    server = start_live_server(log, model_dir, **options)
+    try:
+        yield server
+    finally:
+        stop_live_server(server)
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 20.0) -> bytes:
+    """Send raw bytes and read until the server closes or a full response has arrived."""
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.sendall(data)
+        return read_response(s)
+
+
+def read_response(s: socket.socket) -> bytes:
+    """Bytes from ``s`` until it closes, times out, or a whole response has arrived."""
+    received = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        received += chunk
+        head, sep, body = received.partition(b"\r\n\r\n")
+        if sep:
+            length = [
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ]
+            if length and len(body) >= length[0]:
+                break
+    return received
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def padded_body(size: int, value: dict[str, Any] | None = None) -> bytes:
+    """``value`` (the brief's example) as JSON, padded with whitespace to ``size`` bytes."""
+    body = json.dumps(BRIEF_EXAMPLE if value is None else value).encode()
+    return body[:-1] + b" " * (size - len(body)) + b"}"

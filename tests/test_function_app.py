@@ -6,39 +6,35 @@ in, a ``func.HttpResponse`` out); the model is served from a bundle in a real Az
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import azure.functions as func
 import numpy as np
+import pandas as pd
 import pytest
+from conftest import call_function, function_handlers, serving
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 import function_app
 from features import blob_batch
-from scoring import api
 from scoring.blob_source import BlobBundleSource, source_from_settings
 from scoring.bundle import LocalDirSource, load_bundle
+from scoring.holder import ModelHolder
 from scoring.schema import BRIEF_EXAMPLE
-from scoring.settings import local_source
+from scoring.settings import MAX_BODY_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "artifacts"
-
-
-@functools.cache
-def _functions() -> dict[str, Any]:
-    """Indexed once per module (``get_functions`` refuses to index the same names twice;
-    the worker indexes once per process)."""
-    function_app.app.functions_bindings = {}
-    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+_functions = function_handlers
+call = call_function
 
 
 # ---------------------------------------------------------------- indexing and settings
@@ -159,15 +155,97 @@ def test_without_model_container_the_local_bundle_is_used(monkeypatch: pytest.Mo
 # ---------------------------------------------------------------- HTTP through the function
 
 
-def call(method: str, path: str, body: object | None = None) -> func.HttpResponse:
-    """Invoke the indexed HTTP function the way the Python worker does."""
-    handler = _functions()["http_app_func"].get_user_function()
-    data = b"" if body is None else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    request = func.HttpRequest(
-        method=method, url=f"http://localhost:7071{path}", headers=headers, body=data
-    )
-    return asyncio.run(handler(request, None))
+def test_api_root_is_the_hosts_route_prefix() -> None:
+    """The app is told the prefix the host puts in front of every path: keep them equal."""
+    prefix = json.loads((ROOT / "host.json").read_text())["extensions"]["http"]["routePrefix"]
+    expected = f"/{prefix}" if prefix else ""
+    assert expected == function_app.API_ROOT
+    assert function_app.http_app.root_path == function_app.API_ROOT
+
+
+@pytest.fixture
+def local_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelHolder]:
+    """The function app serving the handover bundle from MODEL_DIR (no MODEL_CONTAINER)."""
+    monkeypatch.delenv("MODEL_CONTAINER", raising=False)
+    monkeypatch.setenv("MODEL_DIR", str(BUNDLE))
+    with serving(function_app.http_app, source_from_settings) as holder:
+        yield holder
+
+
+def test_the_function_serves_the_api_under_api(local_model: ModelHolder) -> None:
+    ok = call("POST", "/api/predict", BRIEF_EXAMPLE)
+    assert ok.status_code == 200
+    assert json.loads(ok.get_body())["customer_id"] == "CUST001"
+    plain = call("POST", "/api/predict", content=b"{}", headers={"Content-Type": "text/plain"})
+    assert plain.status_code == 415
+    bad = call("POST", "/api/predict", {**BRIEF_EXAMPLE, "has_rent": 5})
+    assert bad.status_code == 422 and b"has_rent" in bad.get_body()
+
+
+def test_batch_predictions_use_the_model_the_http_api_serves(local_model: ModelHolder) -> None:
+    assert call("GET", "/api/ready").status_code == 200
+    customer = {**BRIEF_EXAMPLE, "total_debit": -50.0, "total_credit": 0.0, "avg_amount": 0.0}
+    customer |= {"has_netflix": 0, "has_tesco": 1, "has_bonus": 0}
+    frame = function_app.predict_with_current_model(pd.DataFrame([customer]))
+    http = json.loads(call("POST", "/api/predict", customer).get_body())
+    assert http["probability"] > 1e-3  # so the batch's 6-decimal rounding still compares
+    assert frame["probability"].iloc[0] == pytest.approx(http["probability"], abs=1e-6)
+    assert frame["model_version"].iloc[0] == http["model_version"]
+    assert local_model.load_count == 1 and local_model.attempt_count == 1
+
+
+# Paths a caller can send to the function (the host passes them whole, percent-decoded).
+SEGMENTS = ["api", "API", "predict", "batch", "health", "", ".", "%61pi", "predict%2Fbatch"]
+HOSTILE = {
+    # what the guard must answer on a body route; 200 would mean it was walked around
+    "duplicate-key": (json.dumps(BRIEF_EXAMPLE)[:-1] + ', "customer_id": "B"}', "json", 422),
+    "text/plain": (json.dumps(BRIEF_EXAMPLE), "text/plain", 415),
+    "over-the-cap": (json.dumps(BRIEF_EXAMPLE)[:-1] + " " * MAX_BODY_BYTES + "}", "json", 413),
+}
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    segments=st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=4),
+    trailing_slash=st.booleans(),
+    kind=st.sampled_from(sorted(HOSTILE)),
+)
+@example(segments=["api", "api", "predict"], trailing_slash=False, kind="duplicate-key")
+@example(segments=["api", "api", "predict"], trailing_slash=False, kind="text/plain")
+@example(segments=["api", "api", "predict"], trailing_slash=False, kind="over-the-cap")
+@example(segments=["api", "api", "predict", "batch"], trailing_slash=False, kind="text/plain")
+@example(segments=["api", "%61pi", "predict"], trailing_slash=False, kind="duplicate-key")
+def test_no_path_walks_around_the_body_guard(
+    local_model: ModelHolder, segments: list[str], trailing_slash: bool, kind: str
+) -> None:
+    """Issue 16 #8: whatever the path, a hostile body is either refused by the guard or
+    reaches no route at all; it is never parsed, scored or answered 200."""
+    path = "/" + "/".join(segments) + ("/" if trailing_slash else "")
+    text, media, guard_status = HOSTILE[kind]
+    ctype = "application/json" if media == "json" else media
+    response = call("POST", path, content=text.encode(), headers={"Content-Type": ctype})
+    assert response.status_code in (guard_status, 404, 405, 307), (path, kind)
+    if response.status_code == 422:
+        assert json.loads(response.get_body())["detail"][0]["type"] == "duplicate_key"
+
+
+def test_the_guard_answers_on_the_real_body_routes(local_model: ModelHolder) -> None:
+    """The counterpart of the property above: on the routes themselves the guard speaks."""
+    for path in ("/api/predict", "/api/predict/batch"):
+        for kind, (text, media, guard_status) in HOSTILE.items():
+            ctype = "application/json" if media == "json" else media
+            response = call("POST", path, content=text.encode(), headers={"Content-Type": ctype})
+            assert response.status_code == guard_status, (path, kind)
+
+
+@dataclass
+class Served:
+    name: str
+    holder: ModelHolder
 
 
 def _upload_bundle(store: blob_batch.BlobStore, name: str, model: bytes | None = None) -> None:
@@ -185,16 +263,13 @@ def storage(azurite: str, monkeypatch: pytest.MonkeyPatch) -> blob_batch.BlobSto
 
 
 @pytest.fixture
-def served(storage: blob_batch.BlobStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The function app's holder, pointed at a fresh bundle name in Azurite."""
+def served(storage: blob_batch.BlobStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    """The function app served from a fresh holder, pointed at a new bundle name in Azurite."""
     name = f"test-{uuid.uuid4().hex[:10]}"
     monkeypatch.setenv("MODEL_CONTAINER", "models")
     monkeypatch.setenv("MODEL_NAME", name)
-    api.holder.reset(source_from_settings)
-    try:
-        yield name
-    finally:
-        api.holder.reset(local_source)
+    with serving(function_app.http_app, source_from_settings) as holder:
+        yield Served(name, holder)
 
 
 def _expected_probability(features: dict) -> float:
@@ -205,11 +280,11 @@ def _expected_probability(features: dict) -> float:
 
 
 def test_predict_through_the_function_loads_the_blob_model_once(
-    storage: blob_batch.BlobStore, served: str
+    storage: blob_batch.BlobStore, served: Served
 ) -> None:
-    _upload_bundle(storage, served)
+    _upload_bundle(storage, served.name)
     expected = _expected_probability(BRIEF_EXAMPLE)
-    loads, attempts = api.holder.load_count, api.holder.attempt_count
+    loads, attempts = served.holder.load_count, served.holder.attempt_count
     for _ in range(3):
         response = call("POST", "/api/predict", BRIEF_EXAMPLE)
         assert response.status_code == 200, response.get_body()
@@ -217,17 +292,17 @@ def test_predict_through_the_function_loads_the_blob_model_once(
         assert body["customer_id"] == BRIEF_EXAMPLE["customer_id"]
         assert body["probability"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
         assert body["model_version"] == "handover-logreg@0.1.0-placeholder"
-    assert api.holder.load_count - loads == 1
-    assert api.holder.attempt_count - attempts == 1
+    assert served.holder.load_count - loads == 1
+    assert served.holder.attempt_count - attempts == 1
     info = json.loads(call("GET", "/api/model").get_body())
-    assert info["runtime"]["source"] == f"blob models/{served}"
-    assert api.holder.load_count - loads == 1
+    assert info["runtime"]["source"] == f"blob models/{served.name}"
+    assert served.holder.load_count - loads == 1
 
 
 def test_batch_and_health_routes_answer_under_api(
-    storage: blob_batch.BlobStore, served: str
+    storage: blob_batch.BlobStore, served: Served
 ) -> None:
-    _upload_bundle(storage, served)
+    _upload_bundle(storage, served.name)
     health = call("GET", "/api/health")
     assert health.status_code == 200
     assert json.loads(health.get_body()) == {"status": "ok"}
@@ -238,37 +313,36 @@ def test_batch_and_health_routes_answer_under_api(
 
 
 def test_corrupt_model_blob_gives_503_with_the_reason(
-    storage: blob_batch.BlobStore, served: str
+    storage: blob_batch.BlobStore, served: Served
 ) -> None:
     good = (BUNDLE / "model.joblib").read_bytes()
-    _upload_bundle(storage, served, model=good[:-8] + b"tampered")
-    loads = api.holder.load_count
+    _upload_bundle(storage, served.name, model=good[:-8] + b"tampered")
+    loads = served.holder.load_count
     for path, body in (("/api/ready", None), ("/api/predict", BRIEF_EXAMPLE)):
         response = call("GET" if body is None else "POST", path, body)
         assert response.status_code == 503, path
         text = response.get_body().decode()
         assert "sha256" in text and "refusing to unpickle" in text
-    assert api.holder.load_count == loads
-    assert api.holder.peek() is None
+    assert served.holder.load_count == loads
+    assert served.holder.peek() is None
 
 
-def test_missing_model_blob_gives_503_naming_the_blob(served: str) -> None:
+def test_missing_model_blob_gives_503_naming_the_blob(served: Served) -> None:
     response = call("POST", "/api/predict", BRIEF_EXAMPLE)
     assert response.status_code == 503
-    assert f"models/{served}/model.json not found in blob storage" in response.get_body().decode()
+    assert (
+        f"models/{served.name}/model.json not found in blob storage" in response.get_body().decode()
+    )
     assert call("GET", "/api/health").status_code == 200
 
 
 def test_fixed_model_is_served_after_the_retry_interval(
-    storage: blob_batch.BlobStore, served: str
+    storage: blob_batch.BlobStore, served: Served
 ) -> None:
     assert call("GET", "/api/ready").status_code == 503
-    _upload_bundle(storage, served)
-    api.holder.retry_after = 0.0  # reset() in the fixture restores a fresh holder state
-    try:
-        ready = call("GET", "/api/ready")
-    finally:
-        api.holder.retry_after = 5.0
+    _upload_bundle(storage, served.name)
+    served.holder.retry_after = 0.0  # this test's own holder: nothing to restore
+    ready = call("GET", "/api/ready")
     assert ready.status_code == 200
     assert json.loads(ready.get_body())["placeholder"] is True
 

@@ -35,6 +35,7 @@ from azure.storage.blob import BlobClient, BlobServiceClient
 from azurefunctions.extensions.base import Datum
 from azurefunctions.extensions.bindings.blob.blobClientConverter import BlobClientConverter
 from conftest import blob_outputs as outputs
+from conftest import serving
 
 import function_app
 from features import blob_batch
@@ -43,10 +44,8 @@ from features.outputs import to_csv_text
 from features.pipeline import run_pipeline
 from features.quality import FINDINGS, QUARANTINE_ORDER
 from features.upload import upload_batch, upload_model
-from scoring import api
 from scoring.blob_source import source_from_settings
 from scoring.bundle import LocalDirSource, load_bundle
-from scoring.settings import local_source
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "artifacts"
@@ -76,11 +75,8 @@ def model_name(store: BlobStore) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MODEL_CONTAINER", "models")
         mp.setenv("MODEL_NAME", name)
-        api.holder.reset(source_from_settings)
-        try:
+        with serving(function_app.http_app, source_from_settings):
             yield name
-        finally:
-            api.holder.reset(local_source)
 
 
 @pytest.fixture(scope="module")
@@ -269,13 +265,10 @@ def test_without_a_model_the_batch_is_published_without_predictions(
 ) -> None:
     monkeypatch.setenv("MODEL_CONTAINER", "models")
     monkeypatch.setenv("MODEL_NAME", f"absent-{uuid.uuid4().hex[:8]}")
-    api.holder.reset(source_from_settings)
-    try:
+    with serving(function_app.http_app, source_from_settings):
         batch = new_batch()
         upload_batch(store, batch, [handover_dir / "data" / "transactions.csv"])
         trigger(store, batch, "transactions.csv")
-    finally:
-        api.holder.reset(local_source)
     found = outputs(store, batch)
     assert f"curated/{batch}/features.csv" in found
     assert f"curated/{batch}/predictions.csv" not in found

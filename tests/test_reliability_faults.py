@@ -40,6 +40,7 @@ import pytest
 from azure.core.exceptions import ServiceResponseError
 from azure.storage.blob import BlobClient
 from conftest import blob_outputs as outputs
+from conftest import bundle_app
 from fastapi.testclient import TestClient
 
 import function_app
@@ -48,9 +49,9 @@ from features import blob_batch
 from features.blob_batch import CURATED, RAW, BlobInfo, BlobStore, Outcome
 from features.outputs import to_csv_text
 from features.pipeline import run_pipeline
-from scoring import api
 from scoring.blob_source import source_from_settings
 from scoring.bundle import LocalDirSource, load_bundle
+from scoring.holder import ModelHolder
 from scoring.schema import BRIEF_EXAMPLE
 from scoring.settings import PROJECT_ROOT, local_source
 
@@ -172,13 +173,6 @@ def _expected_probability(features: dict[str, Any]) -> float:
     return float(loaded.estimator.predict_proba(np.array([row], dtype=float))[0, 1])
 
 
-@pytest.fixture
-def restore_holder() -> Iterator[None]:
-    yield
-    api.holder.retry_after = 5.0
-    api.holder.reset(local_source)
-
-
 def _wait_past(window: float) -> None:
     time.sleep(window + 0.2)
 
@@ -186,16 +180,15 @@ def _wait_past(window: float) -> None:
 @pytest.mark.parametrize(("fault", "make", "reason"), FAULTS, ids=[f[0] for f in FAULTS])
 def test_a_broken_local_bundle_gives_503_with_the_reason_then_recovers(
     tmp_path: Path,
-    restore_holder: None,
     fault: str,
     make: Callable[[], tuple[bytes | None, Any]],
     reason: str,
 ) -> None:
     bundle = tmp_path / "bundle"
     _write(bundle, *make())
-    api.holder.reset(lambda: LocalDirSource(bundle))
-    api.holder.retry_after = 0.5
-    client = TestClient(api.app)
+    app = bundle_app(bundle, retry_after=0.5)
+    holder: ModelHolder = app.state.holder
+    client = TestClient(app)
 
     ready = client.get("/ready")
     assert ready.status_code == 503, fault
@@ -211,25 +204,25 @@ def test_a_broken_local_bundle_gives_503_with_the_reason_then_recovers(
     assert str(tmp_path) not in ready.text + predict.text  # no server paths in answers
 
     _write(bundle, *_good())  # the fix lands; the cached failure is honoured, then retried
-    _wait_past(api.holder.retry_after)
+    _wait_past(holder.retry_after)
     assert client.get("/ready").status_code == 200
     body = client.post("/predict", json=BRIEF_EXAMPLE).json()
     assert body["probability"] == pytest.approx(_expected_probability(BRIEF_EXAMPLE), rel=1e-9)
-    assert api.holder.load_count >= 1 and api.holder.last_error is None
+    assert holder.load_count >= 1 and holder.last_error is None
 
 
 def test_failures_are_cached_for_the_retry_window_not_reread_per_request(
-    tmp_path: Path, restore_holder: None
+    tmp_path: Path,
 ) -> None:
     bundle = tmp_path / "bundle"
     _write(bundle, *_truncated())
-    api.holder.reset(lambda: LocalDirSource(bundle))
-    api.holder.retry_after = 30.0  # long enough that no retry can fall inside this test
-    client = TestClient(api.app)
-    attempts = api.holder.attempt_count
+    # a retry window long enough that no retry can fall inside this test
+    app = bundle_app(bundle, retry_after=30.0)
+    client = TestClient(app)
+    attempts = app.state.holder.attempt_count
     for _ in range(20):
         assert client.post("/predict", json=BRIEF_EXAMPLE).status_code == 503
-    assert api.holder.attempt_count == attempts + 1
+    assert app.state.holder.attempt_count == attempts + 1
 
 
 def _free_port() -> int:
@@ -330,7 +323,7 @@ AZURITE_FAULTS = [f for f in FAULTS if f[0] in ("truncated", "input-dropped", "m
 def test_a_broken_blob_bundle_gives_503_through_the_function_then_recovers(
     store: BlobStore,
     monkeypatch: pytest.MonkeyPatch,
-    restore_holder: None,
+    function_holder: Callable[..., ModelHolder],
     fault: str,
     make: Callable[[], tuple[bytes | None, Any]],
     reason: str,
@@ -338,8 +331,7 @@ def test_a_broken_blob_bundle_gives_503_through_the_function_then_recovers(
     name = f"faults-{uuid.uuid4().hex[:10]}"
     monkeypatch.setenv("MODEL_CONTAINER", "models")
     monkeypatch.setenv("MODEL_NAME", name)
-    api.holder.reset(source_from_settings)
-    api.holder.retry_after = 1.0
+    holder = function_holder(source_from_settings, retry_after=1.0)
     _upload_bundle(store, name, *make())
 
     ready = call("GET", "/api/ready")
@@ -351,7 +343,7 @@ def test_a_broken_blob_bundle_gives_503_through_the_function_then_recovers(
     assert call("GET", "/api/health").status_code == 200
 
     _upload_bundle(store, name, *_good())
-    _wait_past(api.holder.retry_after)
+    _wait_past(holder.retry_after)
     assert call("GET", "/api/ready").status_code == 200
     ok = call("POST", "/api/predict", BRIEF_EXAMPLE)
     assert ok.status_code == 200
@@ -524,10 +516,10 @@ def test_the_blob_function_raises_on_a_storage_fault_so_the_runtime_retries(
     handover_dir: Path,
     predictor: blob_batch.Predictor,
     monkeypatch: pytest.MonkeyPatch,
-    restore_holder: None,
+    function_holder: Callable[..., ModelHolder],
 ) -> None:
     monkeypatch.delenv("MODEL_CONTAINER", raising=False)
-    api.holder.reset(local_source)
+    function_holder(local_source)
     batch = _prepare(store, handover_dir, predictor)
     blob_fn = _functions()[function_app.BLOB_FUNCTION].get_user_function()
     client = store.service.get_blob_client(RAW, f"{batch}/transactions.csv")
@@ -573,10 +565,10 @@ def test_blob_function_logs_carry_no_customer_data(
     store: BlobStore,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
-    restore_holder: None,
+    function_holder: Callable[..., ModelHolder],
 ) -> None:
     monkeypatch.delenv("MODEL_CONTAINER", raising=False)
-    api.holder.reset(local_source)
+    function_holder(local_source)
     monkeypatch.setattr(function_app, "batch_store", lambda: store)
     blob_fn = _functions()[function_app.BLOB_FUNCTION].get_user_function()
     transactions, labels = _private_batch()

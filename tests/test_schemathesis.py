@@ -6,6 +6,9 @@ must use a documented status code and content type, must match the documented bo
 and schema-invalid requests must be rejected with a 4xx. Run against the default
 (handover) bundle and the trained bundle, since each model requires different fields.
 
+The app is this module's own; each bundle is swapped in by overriding the app's
+``model_holder`` dependency.
+
 ``positive_data_acceptance`` is deliberately not checked: every feature is optional in the
 schema and the loaded model decides which are required (documented in
 ``scoring/README.md``), so a schema-valid request may rightly get a 422.
@@ -17,6 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
+from conftest import bundle_app
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
@@ -31,7 +35,8 @@ from schemathesis.specs.openapi.checks import (
 
 from scoring import api
 from scoring.bundle import LocalDirSource
-from scoring.settings import PROJECT_ROOT, local_source
+from scoring.holder import ModelHolder
+from scoring.settings import PROJECT_ROOT
 
 # Bounded so the whole module runs well under a minute on 2 busy cores.
 MAX_EXAMPLES = 25
@@ -45,7 +50,8 @@ CHECKS = [
     unsupported_method,
 ]
 
-schema = schemathesis.openapi.from_asgi("/openapi.json", api.app)
+APP = bundle_app(PROJECT_ROOT / "artifacts")
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 schema.config.generation.update(
     modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
     max_examples=MAX_EXAMPLES,
@@ -57,12 +63,13 @@ schema.config.generation.update(
 def bundle(request: pytest.FixtureRequest) -> Iterator[str]:
     """Serve one bundle for the duration of a test, then the default again."""
     directory = PROJECT_ROOT / request.param
-    api.holder.reset(lambda: LocalDirSource(directory))
-    api.holder.get()  # loaded up front: a load failure is a setup error, not a 503 "finding"
+    holder = ModelHolder(lambda: LocalDirSource(directory))
+    holder.get()  # loaded up front: a load failure is a setup error, not a 503 "finding"
+    APP.dependency_overrides[api.model_holder] = lambda: holder
     try:
         yield request.param
     finally:
-        api.holder.reset(local_source)
+        APP.dependency_overrides.pop(api.model_holder)
 
 
 @schema.parametrize()

@@ -1,5 +1,5 @@
 """The scoring API through its ASGI app (real HTTP semantics via httpx/TestClient),
-serving the default (handover) bundle in artifacts/."""
+serving the default (handover) bundle in artifacts/ from an app built for this module."""
 
 from __future__ import annotations
 
@@ -9,47 +9,55 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from conftest import bundle_app
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from features.definitions import FEATURE_NAMES, FLAG_FEATURES
 from scoring import api
+from scoring.bundle import LoadedModel, LocalDirSource, load_bundle
+from scoring.holder import ModelHolder
 from scoring.schema import BRIEF_EXAMPLE, MAX_BATCH
-from scoring.settings import MAX_BODY_BYTES, PROJECT_ROOT, local_source
+from scoring.settings import MAX_BODY_BYTES, PROJECT_ROOT, Settings
 
 BRIEF_RESPONSE_KEYS = {"customer_id", "probability", "prediction"}
+ARTIFACTS = PROJECT_ROOT / "artifacts"
 
 
 @pytest.fixture(scope="module")
-def client(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    monkeypatch_module.delenv("MODEL_DIR", raising=False)
-    api.holder.reset(local_source)
-    with TestClient(api.app) as c:
+def app() -> FastAPI:
+    return bundle_app(ARTIFACTS)
+
+
+@pytest.fixture(scope="module")
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as c:
         yield c
-    api.holder.reset(local_source)
 
 
 @pytest.fixture(scope="module")
-def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
+def model(app: FastAPI) -> LoadedModel:
+    return app.state.holder.get()
 
 
-def handover_probability(row: list[float]) -> float:
+def handover_probability(model: LoadedModel, row: list[float]) -> float:
     """The handover estimator's own answer, for comparison."""
-    model = api.holder.get().estimator
-    return float(model.predict_proba(np.array([row]))[0, 1])
+    return float(model.estimator.predict_proba(np.array([row]))[0, 1])
 
 
-@pytest.mark.parametrize("path", ["/predict", "/api/predict"])
-def test_brief_example_works_at_both_paths(client: TestClient, path: str) -> None:
-    r = client.post(path, json=BRIEF_EXAMPLE)
+@pytest.mark.parametrize("root_path", ["", "/api"])
+def test_brief_example_works_with_and_without_the_hosts_prefix(root_path: str) -> None:
+    """Plain uvicorn serves /predict; the function app's host passes /api/predict."""
+    app = bundle_app(ARTIFACTS, root_path=root_path)
+    client = TestClient(app)
+    r = client.post(f"{root_path}/predict", json=BRIEF_EXAMPLE)
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) >= BRIEF_RESPONSE_KEYS
     assert body["customer_id"] == "CUST001"
     # 9 inputs in the manifest's order; absent flags defaulted to 0.
-    expected = handover_probability([15, -1250.50, 3500.00, 150.03, 1, 0, 0, 1, 0])
+    model = app.state.holder.get()
+    expected = handover_probability(model, [15, -1250.50, 3500.00, 150.03, 1, 0, 0, 1, 0])
     assert body["probability"] == pytest.approx(expected, rel=1e-9, abs=1e-15)
     assert body["prediction"] == int(expected >= body["threshold"])
     assert body["defaulted_fields"] == ["has_netflix", "has_tesco", "has_bonus"]
@@ -57,22 +65,24 @@ def test_brief_example_works_at_both_paths(client: TestClient, path: str) -> Non
     assert body["ignored_fields"] == []
 
 
-def test_reasons_are_the_largest_positive_contributions(client: TestClient) -> None:
+def test_reasons_are_the_largest_positive_contributions(
+    client: TestClient, model: LoadedModel
+) -> None:
     body = client.post("/predict", json=BRIEF_EXAMPLE).json()
-    coef = api.holder.get().estimator.coef_[0]
+    coef = model.estimator.coef_[0]
     x = np.array([15, -1250.50, 3500.00, 150.03, 1, 0, 0, 1, 0])
     contrib = coef * x
-    names = [i.accepts[0] for i in api.holder.get().manifest.inputs]
+    names = [i.accepts[0] for i in model.manifest.inputs]
     top = [names[j] for j in np.argsort(-contrib)[:3] if contrib[j] > 0]
     assert [r["feature"] for r in body["reasons"]] == top
     assert body["reasons"][0]["contribution"] == pytest.approx(contrib.max())
 
 
-def test_supplied_flags_are_used_not_defaulted(client: TestClient) -> None:
+def test_supplied_flags_are_used_not_defaulted(client: TestClient, model: LoadedModel) -> None:
     req = {**BRIEF_EXAMPLE, "has_netflix": 1, "has_tesco": 1, "has_bonus": 1}
     body = client.post("/predict", json=req).json()
     assert body["defaulted_fields"] == []
-    expected = handover_probability([15, -1250.50, 3500.00, 150.03, 1, 1, 1, 1, 1])
+    expected = handover_probability(model, [15, -1250.50, 3500.00, 150.03, 1, 1, 1, 1, 1])
     assert body["probability"] == pytest.approx(expected, rel=1e-9, abs=1e-15)
 
 
@@ -267,12 +277,57 @@ def test_health_ready_and_model(client: TestClient) -> None:
     assert str(PROJECT_ROOT) not in model.text and "/work" not in model.text
 
 
-def test_api_prefix_routes_answer_but_stay_out_of_the_schema(client: TestClient) -> None:
-    assert client.get("/api/health").status_code == 200
-    assert client.get("/api/ready").status_code == 200
+ROUTES = {"/health", "/ready", "/model", "/predict", "/predict/batch"}
+
+
+def test_each_route_exists_once_without_a_prefix(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
-    assert "/predict" in paths and "/predict/batch" in paths
-    assert not any(p.startswith("/api/") for p in paths)
+    assert set(paths) == ROUTES
+    routed = [r.path for r in client.app.routes if getattr(r, "path", "") in ROUTES]
+    assert sorted(routed) == sorted(ROUTES)  # one copy of each, nothing hidden
+    assert client.get("/api/health").status_code == 404  # plain uvicorn: no /api
+    assert client.post("/api/predict", json=BRIEF_EXAMPLE).status_code == 404
+
+
+def test_the_hosts_prefix_is_the_apps_root_path() -> None:
+    """Under the Functions host (routePrefix "api") the ASGI path is /api/...: the app is
+    told its root_path and matches routes without it; /api/api/... is not a route."""
+    client = TestClient(bundle_app(ARTIFACTS, root_path="/api"))
+    assert client.get("/api/health").json() == {"status": "ok"}
+    assert client.post("/api/predict/batch", json={"items": [BRIEF_EXAMPLE]}).status_code == 200
+    assert client.get("/api/api/health").status_code == 404
+    assert client.post("/api/api/predict", json=BRIEF_EXAMPLE).status_code == 404
+    assert "/api/openapi.json" in client.get("/api/docs").text
+    schema = client.get("/api/openapi.json").json()
+    assert schema["servers"] == [{"url": "/api"}] and set(schema["paths"]) == ROUTES
+
+
+def test_apps_hold_their_own_model_and_dependencies_can_be_overridden(
+    client: TestClient,
+) -> None:
+    """No module state: a second app serves another bundle beside this module's app, and a
+    test can swap the holder through FastAPI's dependency overrides."""
+    trained = bundle_app(ARTIFACTS / "trained")
+    with TestClient(trained) as other:
+        assert other.get("/model").json()["placeholder"] is False
+        assert other.post("/predict", json=BRIEF_EXAMPLE).status_code == 422  # needs more
+    assert client.get("/model").json()["placeholder"] is True
+    override = ModelHolder(lambda: LocalDirSource(ARTIFACTS / "trained"))
+    client.app.dependency_overrides[api.model_holder] = lambda: override
+    try:
+        assert client.get("/ready").json()["placeholder"] is False
+        assert override.load_count == 1
+    finally:
+        client.app.dependency_overrides.clear()
+    assert client.get("/ready").json()["placeholder"] is True
+
+
+def test_the_module_level_app_is_built_by_the_factory_from_the_settings() -> None:
+    """``uvicorn scoring.api:app`` serves what ``create_app()`` builds from MODEL_DIR."""
+    assert isinstance(api.app, FastAPI)
+    assert api.app.state.settings == Settings.from_env()
+    loaded = load_bundle(Settings.from_env().local_source())
+    assert api.app.state.holder.get().manifest.sha256 == loaded.manifest.sha256
 
 
 def test_openapi_documents_the_brief_example(client: TestClient) -> None:
@@ -289,33 +344,6 @@ def test_probabilities_are_finite_for_extreme_valid_inputs(client: TestClient) -
     assert math.isfinite(body["probability"]) and 0.0 <= body["probability"] <= 1.0
 
 
-def test_same_app_answers_under_the_azure_functions_adapter() -> None:
-    """The function app mounts this very object; its scope path includes /api."""
-    import asyncio
-
-    import azure.functions as func
-
-    api.holder.reset(local_source)
-    function_app = func.AsgiFunctionApp(app=api.app, http_auth_level=func.AuthLevel.ANONYMOUS)
-    handler = function_app.get_functions()[0].get_user_function()
-
-    def call(body: bytes, ctype: str) -> func.HttpResponse:
-        req = func.HttpRequest(
-            method="POST",
-            url="http://localhost:7071/api/predict",
-            body=body,
-            headers={"Content-Type": ctype},
-        )
-        return asyncio.run(handler(req, None))
-
-    ok = call(json.dumps(BRIEF_EXAMPLE).encode(), "application/json")
-    assert ok.status_code == 200
-    assert json.loads(ok.get_body())["customer_id"] == "CUST001"
-    assert call(b"{}", "text/plain").status_code == 415
-    bad = call(json.dumps({**BRIEF_EXAMPLE, "has_rent": 5}).encode(), "application/json")
-    assert bad.status_code == 422 and b"has_rent" in bad.get_body()
-
-
 @pytest.mark.parametrize(
     ("path", "body", "key"),
     [
@@ -325,7 +353,7 @@ def test_same_app_answers_under_the_azure_functions_adapter() -> None:
             "customer_id",
         ),
         (
-            "/api/predict/batch",
+            "/predict/batch",
             '{"items": [{"customer_id": "A", "has_rent": 1, "has_rent": 0}]}',
             "has_rent",
         ),

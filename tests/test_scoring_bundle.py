@@ -12,17 +12,16 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
+from conftest import bundle_app
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scoring import api
 from scoring.bundle import BundleError, LocalDirSource, load_bundle
 from scoring.holder import ModelHolder, ModelUnavailableError
 from scoring.linear import (
@@ -37,7 +36,7 @@ from scoring.manifest import BUNDLE_FILES, ManifestError, parse_manifest
 from scoring.packaging import add_linear, verification_matrix
 from scoring.schema import BRIEF_EXAMPLE
 from scoring.scorer import LinearScorer, ProbaScorer, build_scorer
-from scoring.settings import PROJECT_ROOT, local_source
+from scoring.settings import PROJECT_ROOT
 
 HANDOVER_SHA = "1d8d7c9bfcd68a0f53fe84286255d5e0720fe9ab3d1d3c97477975bef1a962c7"
 ARTIFACTS = PROJECT_ROOT / "artifacts"
@@ -443,21 +442,12 @@ def test_holder_loads_once_under_concurrency(tmp_path: Path) -> None:
     assert holder.load_count == 2
 
 
-@pytest.fixture
-def swapped_holder() -> Iterator[None]:
-    yield
-    api.holder.retry_after = 5.0
-    api.holder.reset(local_source)
-
-
 def test_api_503_when_model_broken_then_recovers_without_restart(
-    tmp_path: Path, swapped_holder: None
+    tmp_path: Path,
 ) -> None:
     bundle = copy_bundle(tmp_path / "b")
     edit_manifest(bundle, sha256="0" * 64)
-    api.holder.reset(lambda: LocalDirSource(bundle))
-    api.holder.retry_after = 0.0
-    client = TestClient(api.app)
+    client = TestClient(bundle_app(bundle, retry_after=0.0))
     ready = client.get("/ready")
     assert ready.status_code == 503 and "sha256" in ready.json()["detail"]
     r = client.post("/predict", json=BRIEF_EXAMPLE)

@@ -3,65 +3,36 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from conftest import LiveServer, start_live_server, stop_live_server
 
 from scoring.schema import BRIEF_EXAMPLE
-from scoring.settings import MAX_BODY_BYTES, PROJECT_ROOT
+from scoring.settings import MAX_BODY_BYTES
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(model_dir: str) -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "MODEL_DIR": model_dir}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scoring", "--port", str(port), "--log-level", "warning"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+def _serve(tmp: pytest.TempPathFactory, model_dir: str) -> Iterator[LiveServer]:
+    server = start_live_server(tmp.mktemp("live") / "server.log", model_dir)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("server did not start within 30 s")
-        yield base
+        yield server
     finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=10)
-        # the startup banner tells people how to call it
-        assert "curl -s -X POST" in out and "/predict" in out
+        stop_live_server(server)
+    # the startup banner tells people how to call it
+    assert "curl -s -X POST" in server.output() and "/predict" in server.output()
 
 
 @pytest.fixture(scope="module")
-def default_server() -> Iterator[str]:
-    yield from _serve("artifacts")
+def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    for server in _serve(tmp_path_factory, "artifacts"):
+        yield server.base
 
 
 @pytest.fixture(scope="module")
-def trained_server() -> Iterator[str]:
-    yield from _serve("artifacts/trained")
+def trained_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    for server in _serve(tmp_path_factory, "artifacts/trained"):
+        yield server.base
 
 
 def test_brief_example_over_real_http(default_server: str) -> None:
@@ -72,7 +43,8 @@ def test_brief_example_over_real_http(default_server: str) -> None:
         assert body["customer_id"] == "CUST001"
         assert 0.0 <= body["probability"] <= 1.0 and body["prediction"] in (0, 1)
         assert c.get("/ready").json()["placeholder"] is True
-        assert c.post("/api/predict", json=BRIEF_EXAMPLE).json() == body
+        # /api/... is the Functions host's prefix; plain uvicorn serves each route once
+        assert c.post("/api/predict", json=BRIEF_EXAMPLE).status_code == 404
 
 
 def test_rejections_over_real_http(default_server: str) -> None:
@@ -84,7 +56,7 @@ def test_rejections_over_real_http(default_server: str) -> None:
         r = c.post("/predict", json={**BRIEF_EXAMPLE, "has_rent": 3})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "has_rent"
 
-        def chunks() -> Iterator[bytes]:  # no Content-Length: counted while buffered
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted while received
             for _ in range(MAX_BODY_BYTES // 65536 + 2):
                 yield b" " * 65536
 

@@ -9,7 +9,6 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from features.definitions import FEATURE_NAMES, FEATURES, FLAG_FEATURES, ID, TARGET
-from scoring import api
+from scoring.api import create_app
 from scoring.bundle import LocalDirSource, load_bundle
 from scoring.schema import BRIEF_EXAMPLE
 from scoring.scorer import LinearScorer
@@ -216,12 +215,9 @@ def test_model_dir_setting_selects_the_bundle(monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.fixture
-def trained_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+def trained_client(monkeypatch: pytest.MonkeyPatch) -> TestClient:
     monkeypatch.setenv("MODEL_DIR", "artifacts/trained")
-    api.holder.reset(local_source)
-    yield TestClient(api.app)
-    monkeypatch.delenv("MODEL_DIR")
-    api.holder.reset(local_source)
+    return TestClient(create_app())  # the factory reads MODEL_DIR, as under uvicorn
 
 
 def test_shipped_trained_bundle_through_the_api(trained_client: TestClient) -> None:
