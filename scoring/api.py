@@ -50,12 +50,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "The body is not JSON within the limits (nesting, size, repeated keys) "
         "or a field is invalid or missing; each error names its field."
     },
+    503: {"description": "No model loaded; the detail says why. Retried on later calls."},
+}
+_BODY_ERRORS = {
+    **{k: _ERRORS[k] for k in (408, 413, 415, 422)},
     503: {
         "description": "No model loaded (the detail says why; retried on later calls), or too "
         "many request bodies arriving at once. Retry after the Retry-After seconds."
     },
 }
-_BODY_ERRORS = {k: _ERRORS[k] for k in (408, 413, 415, 422, 503)}
 
 
 def model_holder(request: Request) -> ModelHolder:
