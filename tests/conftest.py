@@ -13,6 +13,7 @@ import asyncio
 import functools
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -31,10 +32,11 @@ from fastapi import FastAPI
 from benchmarks import load_test
 from features.blob_batch import _DEV_KEY as DEV_ACCOUNT_KEY
 from features.blob_batch import CURATED, QUARANTINE, BlobStore
+from features.definitions import FEATURES, MAX_DAYS
 from scoring.api import create_app
 from scoring.bundle import BundleSource, LocalDirSource
 from scoring.holder import ModelHolder
-from scoring.schema import BRIEF_EXAMPLE
+from scoring.schema import BRIEF_EXAMPLE, MAX_BATCH, MAX_ID_LENGTH
 from scoring.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -291,6 +293,27 @@ def read_response(s: socket.socket) -> bytes:
 
 def status_of(response: bytes) -> int:
     return int(response.split(b" ", 2)[1])
+
+
+def largest_batch(seed: int = 9) -> bytes:
+    """The largest valid /predict/batch body: MAX_BATCH items, each with every Part 1 feature
+    at its longest (maximal-length id, long float texts)."""
+    rng = random.Random(seed)
+    items = []
+    for i in range(MAX_BATCH):
+        item: dict[str, object] = {"customer_id": f"{i:0{MAX_ID_LENGTH}d}"}
+        for f in FEATURES:
+            item[f.name] = {
+                "flag": 1,
+                "count": 999_999_999,
+                "days": MAX_DAYS,
+                "money": rng.uniform(0, 9_999_999),
+                "ratio": rng.uniform(0, 1),
+            }[f.kind]
+        for name in ("total_debit", "avg_amount", "net_flow"):  # may be negative
+            item[name] = -rng.uniform(0, 9_999_999)
+        items.append(item)
+    return json.dumps({"items": items}).encode()
 
 
 def padded_body(size: int, value: dict[str, Any] | None = None) -> bytes:

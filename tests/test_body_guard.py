@@ -5,14 +5,13 @@ that tune them. The live-server behaviour is in ``test_reliability_api.py``."""
 from __future__ import annotations
 
 import json
-import random
 from typing import Any
 
 import pytest
+from conftest import largest_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.definitions import FEATURES, MAX_DAYS
 from scoring.guard import BodyRejectedError, is_json_content_type, json_shape, parse_json
 from scoring.schema import MAX_BATCH, MAX_ID_LENGTH
 from scoring.settings import MAX_JSON_KEYS, BodyLimits, Settings, SettingsError
@@ -132,22 +131,8 @@ def test_a_utf8_byte_order_mark_is_ignored() -> None:
     assert parse_json(b'\xef\xbb\xbf{"a": 1}', LIMITS) == {"a": 1}
 
 
-def _largest_item(rng: random.Random, i: int) -> dict[str, Any]:
-    item: dict[str, Any] = {"customer_id": f"{i:0{MAX_ID_LENGTH}d}"}
-    for f in FEATURES:
-        item[f.name] = {
-            "flag": 1,
-            "count": 999_999_999,
-            "days": MAX_DAYS,
-            "money": -rng.uniform(0, 9_999_999),
-            "ratio": rng.uniform(0, 1),
-        }[f.kind]
-    return item
-
-
 def test_the_largest_valid_batch_is_within_every_limit() -> None:
-    rng = random.Random(3)
-    body = json.dumps({"items": [_largest_item(rng, i) for i in range(MAX_BATCH)]}).encode()
+    body = largest_batch()
     shape = json_shape(body)
     assert len(body) <= LIMITS.max_bytes
     assert shape.keys == MAX_JSON_KEYS <= LIMITS.max_keys  # the limit is exactly this

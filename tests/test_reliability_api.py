@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import socket
 import threading
 import time
@@ -27,6 +26,7 @@ from conftest import (
     HOST,
     JSON_HEADERS,
     LiveServer,
+    largest_batch,
     live_server,
     padded_body,
     raw_exchange,
@@ -39,7 +39,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks import load_test
-from features.definitions import FEATURES, MAX_DAYS
 from scoring.api import app
 from scoring.schema import BRIEF_EXAMPLE, MAX_BATCH, MAX_ID_LENGTH
 from scoring.settings import MAX_BODY_BYTES, BodyLimits
@@ -91,26 +90,8 @@ def test_a_body_of_exactly_the_cap_is_accepted_and_one_byte_more_is_413(server: 
         assert "limit" in over.json()["detail"]
 
 
-def _largest_item(rng: random.Random, i: int) -> dict[str, object]:
-    """A valid item with every Part 1 feature, a maximal-length id and long float texts."""
-    item: dict[str, object] = {"customer_id": f"{i:0{MAX_ID_LENGTH}d}"}
-    for f in FEATURES:
-        item[f.name] = {
-            "flag": 1,
-            "count": 999_999_999,
-            "days": MAX_DAYS,
-            "money": rng.uniform(0, 9_999_999),
-            "ratio": rng.uniform(0, 1),
-        }[f.kind]
-    item["total_debit"] = -rng.uniform(0, 9_999_999)
-    item["avg_amount"] = -rng.uniform(0, 9_999_999)
-    item["net_flow"] = -rng.uniform(0, 9_999_999)
-    return item
-
-
 def test_the_largest_allowed_batch_fits_under_the_body_cap(server: Server) -> None:
-    rng = random.Random(9)
-    body = json.dumps({"items": [_largest_item(rng, i) for i in range(MAX_BATCH)]}).encode()
+    body = largest_batch()
     assert len(body) < MAX_BODY_BYTES  # otherwise the batch limit could never be reached
     r = httpx.post(f"{server.base}/predict/batch", content=body, headers=JSON, timeout=60)
     assert r.status_code == 200, r.text[:500]
