@@ -61,8 +61,10 @@ _BODY_ERRORS = {
 }
 
 
-def model_holder(request: Request) -> ModelHolder:
-    """The app's model holder (``app.state.holder``); a dependency tests may override."""
+async def model_holder(request: Request) -> ModelHolder:
+    """The app's model holder (``app.state.holder``); a dependency tests may override.
+    ``async`` so FastAPI calls it in the event loop (a plain ``def`` dependency is run in
+    a worker thread, which cost 0.15 ms a request)."""
     return request.app.state.holder
 
 
