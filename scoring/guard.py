@@ -185,13 +185,8 @@ class BodyGuard:
 
     def __init__(self, limits: BodyLimits):
         self.limits = limits
-        self._lock = threading.Lock()
-        self._pending = 0
-
-    @property
-    def pending(self) -> int:
-        """Requests holding a part-received body right now."""
-        return self._pending
+        self._lock = threading.Lock()  # apps may serve from several event loops' threads
+        self._pending = 0  # requests holding a part-received body right now
 
     def _take_slot(self) -> bool:
         with self._lock:

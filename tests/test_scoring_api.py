@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 from conftest import bundle_app
@@ -380,3 +382,27 @@ def test_error_response_does_not_amplify_a_hostile_body(client: TestClient) -> N
     detail = r.json()["detail"]
     assert len(detail) == 21 and detail[-1]["type"] == "too_many"
     assert len(r.content) < 20_000  # the request was about 1 MB
+
+
+def test_only_large_bodies_are_parsed_in_a_worker_thread(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16 #10: heavy parsing off the event loop; a normal request pays no thread hop
+    (a plain ``def`` dependency would be run in a worker thread on every request)."""
+    client.get("/ready")  # the model is loaded
+    threaded: list[str] = []
+    real = anyio.to_thread.run_sync
+
+    async def spy(func: Any, *args: Any, **kwargs: Any) -> Any:
+        inner = getattr(func, "func", func)  # run_in_threadpool wraps it in a partial
+        threaded.append(getattr(inner, "__name__", repr(inner)))
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", spy)
+    assert client.post("/predict", json=BRIEF_EXAMPLE).status_code == 200
+    assert threaded == []
+    items = [{**BRIEF_EXAMPLE, "customer_id": f"C{i}"} for i in range(600)]
+    big = json.dumps({"items": items}).encode()
+    assert len(big) > Settings().body.thread_above_bytes
+    r = client.post("/predict/batch", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 200 and threaded == ["parse_json"]
