@@ -26,6 +26,28 @@ PENCE_PER_POUND = 100
 SECONDS_PER_DAY = 86_400
 # Cap for day counts: one year. Also the value of days_since_last_salary with no salary.
 MAX_DAYS = 365
+# The range every feature value must lie in, shared with the API (``scoring.schema`` reads
+# these): larger values are data errors, not customers. The pipeline withholds a customer
+# whose features fall outside it (``out_of_bounds``), so it never publishes a value the API
+# would refuse.
+MAX_ABS_MONEY = 1e10
+MAX_COUNT = 10**9
+# Sign rules from the team contract (total_debit <= 0, credits and debit sizes >= 0, ...)
+# that a feature's kind alone does not imply.
+EXTRA_BOUNDS: dict[str, dict[str, float]] = {
+    "total_debit": {"le": 0},
+    "total_credit": {"ge": 0},
+    "max_debit": {"ge": 0},
+    "gambling_spend": {"ge": 0},
+    "salary_month_share": {"le": 1},
+}
+KIND_BOUNDS: dict[str, tuple[float, float]] = {
+    "count": (0, MAX_COUNT),
+    "days": (0, MAX_DAYS),
+    "flag": (0, 1),
+    "money": (-MAX_ABS_MONEY, MAX_ABS_MONEY),
+    "ratio": (0, MAX_ABS_MONEY),
+}
 
 
 @dataclass(frozen=True)
@@ -124,6 +146,25 @@ FEATURES: tuple[Feature, ...] = (
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+
+
+def feature_bounds(feature: Feature) -> tuple[float, float]:
+    """(lowest, highest) accepted value of a feature: its kind's range and any sign rule."""
+    low, high = KIND_BOUNDS[feature.kind]
+    extra = EXTRA_BOUNDS.get(feature.name, {})
+    return max(low, extra.get("ge", low)), min(high, extra.get("le", high))
+
+
+def out_of_bounds(features: pd.DataFrame) -> np.ndarray:
+    """True for each customer with a feature value outside ``feature_bounds`` (or NaN)."""
+    outside = np.zeros(len(features), dtype=bool)
+    for feature in FEATURES:
+        low, high = feature_bounds(feature)
+        values = features[feature.name].to_numpy(dtype=float)
+        outside |= ~((values >= low) & (values <= high))
+    return outside
+
+
 FLAG_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.kind == "flag")
 TARGET = "defaulted"
 ID = "customer_id"

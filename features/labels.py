@@ -9,58 +9,78 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from features.definitions import ID, TARGET
-from features.schema import LABEL_ALIASES, LABEL_REQUIRED, map_columns
 
 LABEL_VALUES = {"0": 0, "1": 1, "false": 0, "true": 1, "0.0": 0, "1.0": 1}
+# The labels quarantine file's columns, whatever the input (as for transactions).
+LABEL_COLUMNS = (ID, TARGET, "reason", "raw_line")
+LABEL_REASONS = (
+    "missing_customer_id",
+    "invalid_label",
+    "conflicting_label",
+    "malformed_row",
+    "unterminated_quote",
+    "nul_byte",
+)
 
 
 @dataclass
 class Labels:
     labels: pd.Series  # customer_id -> 0/1, index unique
-    quarantine: pd.DataFrame  # raw rows + reason
+    quarantine: pd.DataFrame  # LABEL_COLUMNS
     rows_in: int
     rows_duplicate: int
     counts: dict[str, int]  # reason -> rows
 
 
-def clean_labels(raw: pd.DataFrame, file_label: str) -> Labels:
-    """Validate raw label rows (all columns as strings, original header)."""
-    columns = map_columns(list(raw.columns), LABEL_ALIASES, LABEL_REQUIRED, file_label)
-    customer = raw.iloc[:, columns.positions[ID]].fillna("").str.strip()
-    value_text = raw.iloc[:, columns.positions[TARGET]].fillna("").str.strip().str.lower()
-    value = value_text.map(LABEL_VALUES)
+def clean_labels(
+    customer: pd.Series, value: pd.Series, reader_reason: pd.Series, raw_line: pd.Series
+) -> Labels:
+    """Validate label rows: the raw customer id and label text of each row, the reader's
+    reason for rows it could not split (else None) and each row's escaped raw text."""
+    raw_customer, raw_value = customer.fillna(""), value.fillna("")
+    customer = raw_customer.str.strip()
+    value_text = raw_value.str.strip().str.lower()
+    mapped = value_text.map(LABEL_VALUES)
 
-    reason = pd.Series(None, index=raw.index, dtype=object)
-    reason[customer == ""] = "missing_customer_id"
-    reason[reason.isna() & value.isna()] = "invalid_label"
+    reason = reader_reason.astype(object).copy()
+    readable = reason.isna()
+    reason[readable & (customer == "")] = "missing_customer_id"
+    reason[reason.isna() & mapped.isna()] = "invalid_label"
     valid = reason.isna()
-    keyed = pd.DataFrame({ID: customer, TARGET: value})[valid]
+    keyed = pd.DataFrame({ID: customer, TARGET: mapped})[valid]
     duplicate = keyed.duplicated(keep="first")
     distinct = keyed[~duplicate]
     conflicted_ids = distinct[ID][distinct[ID].duplicated(keep=False)].unique()
     conflicting = valid & customer.isin(conflicted_ids)
     reason[conflicting] = "conflicting_label"
-    is_duplicate = pd.Series(False, index=raw.index)
+    is_duplicate = pd.Series(False, index=customer.index)
     is_duplicate[duplicate[duplicate].index] = True
     is_duplicate &= ~conflicting
 
     kept = reason.isna() & ~is_duplicate
     labels = pd.Series(
-        value[kept].astype("int64").to_numpy(), index=customer[kept].to_numpy(), name=TARGET
+        mapped[kept].astype("int64").to_numpy(), index=customer[kept].to_numpy(), name=TARGET
     )
     labels.index.name = ID
-    quarantine = raw[reason.notna()].assign(reason=reason[reason.notna()])
-    counts = {
-        code: int((reason == code).sum())
-        for code in ("missing_customer_id", "invalid_label", "conflicting_label")
-    }
+    rejected = reason.notna()
+    quarantine = pd.DataFrame(
+        {
+            ID: np.where(readable, raw_customer.to_numpy(dtype=object), ""),
+            TARGET: np.where(readable, raw_value.to_numpy(dtype=object), ""),
+            "reason": reason,
+            "raw_line": raw_line,
+        },
+        columns=list(LABEL_COLUMNS),
+    )[rejected].reset_index(drop=True)
+    counts = {code: int((reason == code).sum()) for code in LABEL_REASONS}
     return Labels(
         labels=labels.sort_index(),
         quarantine=quarantine,
-        rows_in=len(raw),
+        rows_in=len(customer),
         rows_duplicate=int(is_duplicate.sum()),
         counts=counts,
     )

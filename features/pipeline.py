@@ -3,7 +3,9 @@
 Reads the transactions in bounded chunks, so memory does not grow with the file:
 each chunk is deduplicated against hashes of everything seen before, validated, and
 reduced to partial per-customer aggregates; partials are combined exactly at the end.
-Every input row ends in exactly one place: used, removed as duplicate, or quarantined.
+Every input row ends in exactly one place: used, removed as duplicate, or quarantined. A
+row is what ``features.records`` says it is (the reader never skips one), and a customer
+whose features fall outside the range the API accepts is withheld, not published.
 """
 
 from __future__ import annotations
@@ -20,19 +22,40 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features import aggregate
-from features.definitions import FEATURE_NAMES, ID, TARGET, finalise
+from features.definitions import FEATURE_NAMES, ID, TARGET, finalise, out_of_bounds
 from features.labels import Labels, clean_labels
 from features.quality import (
     FINDINGS,
+    READER_RULES,
     REASON_INDEX,
     REASON_NAMES,
     RULES_BY_CODE,
     ParsedChunk,
     parse_chunk,
 )
-from features.reader import Source, decode_utf8, escaped_line, open_csv, prefetch, rechunk
+from features.reader import (
+    LINE,
+    RAW,
+    READER_REASONS,
+    REJECT,
+    SPANS,
+    Source,
+    decode_utf8,
+    escape_raw,
+    open_csv,
+    prefetch,
+    read_all,
+    rechunk,
+)
 from features.report import build_report
-from features.schema import TRANSACTION_ALIASES, TRANSACTION_REQUIRED, InputError, map_columns
+from features.schema import (
+    LABEL_ALIASES,
+    LABEL_REQUIRED,
+    TRANSACTION_ALIASES,
+    TRANSACTION_REQUIRED,
+    InputError,
+    map_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +65,13 @@ COMPACT_PARTIAL_ROWS = 2_000_000
 EXAMPLES_PER_CHECK = 5
 RAW_LINE = "raw_line"
 REASON = "reason"
+# The quarantine file's columns, whatever the input: the input's value for each canonical
+# column (empty when the input has no such column or the row could not be split), why the
+# row was rejected, and the row exactly as it was in the file (see ``escape_raw``).
+QUARANTINE_COLUMNS = (*TRANSACTION_ALIASES, REASON, RAW_LINE)
+# Reader reason code (features.reader REJECT column) -> quarantine reason index.
+_READER_REASON_INDEX = np.array([0, *(REASON_INDEX[r] for r in READER_REASONS)], dtype=np.int8)
+assert set(READER_REASONS) == set(READER_RULES)
 
 QuarantineSink = Callable[[pd.DataFrame], None]
 
@@ -80,15 +110,49 @@ class SeenHashes:
         self._sorted = np.sort(np.concatenate([self._sorted, new_sorted]), kind="stable")
 
 
-def _hash_strings(*columns: pa.Array) -> np.ndarray:
-    """64-bit hash per row of the given string columns, consistent within one process.
+SEPARATOR, ESCAPE = b"\x1f", b"\x1e"
 
-    Python's own bytes hash (SipHash) on the joined raw bytes is the cheapest exact-enough
-    key we have: a false match needs a 64-bit collision (about 3 in a million at 10M rows).
+
+def _may_hold(array: pa.Array, values: bytes) -> bool:
+    """False only if no byte of ``values`` is in the array's data (a cheap whole-buffer scan;
+    the buffer may extend past a sliced array, which can only give a false True)."""
+    buffers = array.buffers()
+    data = buffers[2] if len(buffers) > 2 else None
+    if data is None:
+        return False
+    grid = np.frombuffer(data, dtype=np.uint8)
+    return any(bool((grid == v).any()) for v in values)
+
+
+def row_key(*columns: pa.Array, raw: pa.Array | None = None) -> pa.Array:
+    """One binary key per row, equal for two rows only if every field is equal.
+
+    Fields are joined with a separator byte. If any field may hold the separator or the
+    escape byte (``raw``, the rows' bytes, is checked when given), both are escaped first
+    (``ESCAPE`` doubled, ``SEPARATOR`` prefixed by ``ESCAPE``), so no field can fake a field
+    boundary.
     """
     as_binary = [pc.cast(c, pa.binary()) for c in columns]
-    joined = pc.binary_join_element_wise(*as_binary, pa.scalar(b"\x1f", pa.binary()))
-    as_bytes = joined.to_numpy(zero_copy_only=False)
+    checked = [raw] if raw is not None else as_binary
+    if any(_may_hold(c, SEPARATOR + ESCAPE) for c in checked):
+        as_binary = [
+            pc.replace_substring(
+                pc.replace_substring(c, ESCAPE, ESCAPE + ESCAPE), SEPARATOR, ESCAPE + SEPARATOR
+            )
+            for c in as_binary
+        ]
+    if len(as_binary) == 1:
+        return as_binary[0]
+    return pc.binary_join_element_wise(*as_binary, pa.scalar(SEPARATOR, pa.binary()))
+
+
+def _hash_strings(*columns: pa.Array, raw: pa.Array | None = None) -> np.ndarray:
+    """64-bit hash per row of ``row_key``, consistent within one process.
+
+    Python's own bytes hash (SipHash) is the cheapest exact-enough key we have: a false
+    match needs a 64-bit collision (about 3 in a million at 10M rows).
+    """
+    as_bytes = row_key(*columns, raw=raw).to_numpy(zero_copy_only=False)
     return np.fromiter(map(hash, as_bytes), dtype=np.int64, count=len(as_bytes)).view(np.uint64)
 
 
@@ -120,8 +184,8 @@ class PipelineResult:
 
     @property
     def quarantine_columns(self) -> list[str]:
-        """Header of the quarantine file: the input's columns, then reason and raw line."""
-        return [*self.report["transactions_file"]["columns"], REASON, RAW_LINE]
+        """Header of the quarantine file: always ``QUARANTINE_COLUMNS``."""
+        return list(QUARANTINE_COLUMNS)
 
 
 def _example_values(values: pa.Array, mask: np.ndarray) -> list[str]:
@@ -150,16 +214,30 @@ class _TransactionJob:
         self.tally = Tally()
 
     def process(self, batch: pa.RecordBatch) -> None:
-        """Deduplicate, validate and aggregate one chunk of raw (binary) rows."""
+        """Deduplicate, validate and aggregate one chunk of rows (see ``features.reader``)."""
         n = batch.num_rows
         self.tally.rows_in += n
-        duplicate = self.seen_rows.repeats(_hash_strings(*batch.columns), remember=True)
-        text, not_utf8 = decode_utf8(batch)
+        width = len(self.header)
+        fields = batch.columns[:width]
+        lines = np.asarray(batch.column(LINE))
+        reader_reason = _READER_REASON_INDEX[np.asarray(batch.column(REJECT))]
+        split = reader_reason == 0
+        raw = batch.column(RAW)
+        duplicate = np.zeros(n, dtype=bool)
+        if split.all():
+            duplicate = self.seen_rows.repeats(_hash_strings(*fields, raw=raw), remember=True)
+        else:
+            keep = pa.array(split)
+            hashes = _hash_strings(*(f.filter(keep) for f in fields), raw=raw)
+            duplicate[split] = self.seen_rows.repeats(hashes, remember=True)
+        text, not_utf8 = decode_utf8(fields)
         canonical = {c: text[p] for c, p in self.columns.positions.items()}
+        line_break = np.asarray(batch.column(SPANS))
 
-        parsed = parse_chunk(canonical, self.now)
+        parsed = parse_chunk(canonical, self.now, line_break)
         reason = parsed.reason
         reason[not_utf8] = REASON_INDEX["invalid_utf8"]
+        reason[~split] = reader_reason[~split]
         reason[duplicate] = 0
         valid = reason == 0
         valid &= ~duplicate
@@ -172,18 +250,19 @@ class _TransactionJob:
 
         self.tally.rows_duplicate += int(duplicate.sum())
         self.tally.rows_used += int(used.sum())
-        self._record_quarantine(batch, text, canonical, reason, duplicate)
+        self._record_quarantine(text, canonical, reason, duplicate, lines, raw)
         self._record_findings(parsed, canonical, used)
         if used.any():
             self._aggregate(parsed, used)
 
     def _record_quarantine(
         self,
-        batch: pa.RecordBatch,
         text: list[pa.Array],
         canonical: dict[str, pa.Array],
         reason: np.ndarray,
         duplicate: np.ndarray,
+        lines: np.ndarray,
+        raw: pa.Array,
     ) -> None:
         rejected = reason != 0
         self.tally.add(
@@ -197,22 +276,13 @@ class _TransactionJob:
         for index in np.flatnonzero(counts[1:]) + 1:
             code = REASON_NAMES[index]
             mask = reason == index
-            self.tally.add(
-                code, int(counts[index]), _example_values(example_column(code, canonical), mask)
-            )
+            if code in READER_RULES:
+                examples = [f"line {n}" for n in lines[mask][:EXAMPLES_PER_CHECK].tolist()]
+            else:
+                examples = _example_values(example_column(code, canonical), mask)
+            self.tally.add(code, int(counts[index]), examples)
         keep = pa.array(rejected)
-        frame = pd.DataFrame(
-            {i: values.filter(keep).to_numpy(zero_copy_only=False) for i, values in enumerate(text)}
-        )
-        frame.columns = self.header  # positional: duplicated header names survive
-        frame[REASON] = REASON_NAMES[reason[rejected]]
-        # Rows that are not UTF-8 keep their exact bytes, backslash-escaped, in raw_line.
-        not_text = REASON_INDEX["invalid_utf8"]
-        frame[RAW_LINE] = [
-            escaped_line(batch, i, self.delimiter) if index == not_text else ""
-            for i, index in zip(np.flatnonzero(rejected), reason[rejected], strict=True)
-        ]
-        self.on_quarantine(frame)
+        self.on_quarantine(quarantine_frame(canonical, keep, REASON_NAMES[reason[rejected]], raw))
 
     def _record_findings(
         self, parsed: ParsedChunk, canonical: dict[str, pa.Array], used: np.ndarray
@@ -240,15 +310,23 @@ class _TransactionJob:
             self.partials = [aggregate.combine(self.partials)]
             self.partial_rows = len(self.partials[0][0]) + len(self.partials[0][1])
 
-    def record_malformed(self, lines: list[str]) -> None:
-        if not lines:
-            return
-        self.tally.rows_in += len(lines)
-        self.tally.add("malformed_row", len(lines), [line[:60] for line in lines])
-        frame = pd.DataFrame({name: [""] * len(lines) for name in self.header})
-        frame[REASON] = "malformed_row"
-        frame[RAW_LINE] = lines
-        self.on_quarantine(frame)
+
+def quarantine_frame(
+    canonical: dict[str, pa.Array], keep: pa.Array, reasons: np.ndarray, raw: pa.Array
+) -> pd.DataFrame:
+    """The rejected rows of a chunk in the shape ``QUARANTINE_COLUMNS``."""
+    frame = {}
+    count = int(pc.sum(keep).as_py() or 0)
+    for name in TRANSACTION_ALIASES:
+        values = canonical.get(name)
+        frame[name] = (
+            values.filter(keep).to_numpy(zero_copy_only=False)
+            if values is not None
+            else np.full(count, "", dtype=object)
+        )
+    frame[REASON] = reasons
+    frame[RAW_LINE] = escape_raw(raw.filter(keep)).to_numpy(zero_copy_only=False)
+    return pd.DataFrame(frame, columns=list(QUARANTINE_COLUMNS))
 
 
 def example_column(code: str, canonical: dict[str, pa.Array]) -> pa.Array:
@@ -262,25 +340,21 @@ def example_column(code: str, canonical: dict[str, pa.Array]) -> pa.Array:
 
 def read_labels(source: Source) -> Labels:
     """Load and validate a labels file (small: read whole)."""
-    stream = open_csv(source, "labels")
-    batches = list(stream.batches)
-    if any(decode_utf8(b)[1].any() for b in batches):
+    stream, table = read_all(source, "labels")
+    columns = map_columns(stream.header, LABEL_ALIASES, LABEL_REQUIRED, "labels")
+    fields = [table.column(i).combine_chunks() for i in range(len(stream.header))]
+    text, not_utf8 = decode_utf8(fields)
+    if not_utf8.any():
         raise InputError("labels: not valid UTF-8 text")
-    raw = (
-        pa.Table.from_batches(batches)
-        .cast(pa.schema([(f"c{i}", pa.string()) for i in range(len(stream.header))]))
-        .to_pandas()
+    reader = _READER_REASON_INDEX[np.asarray(table.column(REJECT).combine_chunks())]
+    return clean_labels(
+        customer=pd.Series(text[columns.positions[ID]].to_numpy(zero_copy_only=False)),
+        value=pd.Series(text[columns.positions[TARGET]].to_numpy(zero_copy_only=False)),
+        reader_reason=pd.Series(np.where(reader > 0, REASON_NAMES[reader], None)),
+        raw_line=pd.Series(
+            escape_raw(table.column(RAW).combine_chunks()).to_numpy(zero_copy_only=False)
+        ),
     )
-    raw.columns = stream.header
-    labels = clean_labels(raw, "labels")
-    if stream.malformed:
-        extra = pd.DataFrame({name: [""] * len(stream.malformed) for name in stream.header})
-        extra["reason"] = "malformed_row"
-        extra[RAW_LINE] = stream.malformed
-        labels.quarantine = pd.concat([labels.quarantine, extra], ignore_index=True)
-        labels.counts["malformed_row"] = len(stream.malformed)
-        labels.rows_in += len(stream.malformed)
-    return labels
 
 
 def run_pipeline(
@@ -317,11 +391,12 @@ def run_pipeline(
             last_log = time.monotonic()
             rate = job.tally.rows_in / max(last_log - started, 1e-9)
             log.info("transactions: %d rows read (%.0f rows/s)", job.tally.rows_in, rate)
-    job.record_malformed(stream.malformed)
     customers, months = aggregate.combine(job.partials)
     if job.partials:
         customers, months = aggregate.with_customer_ids((customers, months), job.customer_codes)
-    features = finalise(customers, months, job.tally.as_of_ts or 0).reset_index()
+    features, withheld = withhold_out_of_range(
+        finalise(customers, months, job.tally.as_of_ts or 0).reset_index()
+    )
     training_set = None
     if label_result is not None:
         training_set = join_labels(features, label_result.labels)
@@ -333,10 +408,11 @@ def run_pipeline(
         label_result,
         quarantined,
         elapsed=time.monotonic() - started,
+        withheld=withheld,
     )
     quarantine = None
     if on_quarantine is None:
-        columns = [*stream.header, REASON, RAW_LINE]
+        columns = list(QUARANTINE_COLUMNS)
         quarantine = (
             pd.concat(collected, ignore_index=True) if collected else pd.DataFrame(columns=columns)
         )
@@ -348,6 +424,20 @@ def run_pipeline(
         quarantine=quarantine,
         label_quarantine=label_result.quarantine if label_result is not None else None,
     )
+
+
+def withhold_out_of_range(features: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """(features of the customers inside the shared bounds, ids of those withheld).
+
+    A customer whose aggregates leave the range the API accepts (e.g. total_credit above
+    ``MAX_ABS_MONEY``) is a data error, not a customer: publishing it would give a features
+    row the API refuses and a training row no request can reproduce.
+    """
+    outside = out_of_bounds(features)
+    if not outside.any():
+        return features, []
+    withheld = features.loc[outside, ID].astype(str).tolist()
+    return features[~outside].reset_index(drop=True), withheld
 
 
 def join_labels(features: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:

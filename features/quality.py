@@ -9,13 +9,22 @@ Assumptions (documented here because the data does not say):
 * amounts are GBP with at most 2 decimal places; "£" and 1,234.56 separators are accepted;
 * the type column, when present and valid, decides the direction; the sign is repaired;
 * DD/MM/YYYY dates are UK day-first, never US month-first;
+* timestamps are read on the UK wall clock (Europe/London): one written without a zone is
+  already UK local time; one with ``Z`` or an offset is converted to UK local time, so the
+  same moment gets the same calendar day and month however a feed writes it. Fractions
+  of a second are dropped (truncated);
 * a missing description is an empty description (no merchant category).
+
+The rules for reading rows (quoting, line breaks) are in ``features.records``; both are
+stated for people in ``features/README.md``.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pyarrow as pa
@@ -34,20 +43,44 @@ class Rule:
 MAX_ABS_AMOUNT_PENCE = 100_000_000  # £1,000,000
 # |amount| at or above this (in pence) is flagged as an outlier but kept.
 LARGE_AMOUNT_PENCE = 1_000_000  # £10,000
-# Longest digit string (sign and point included) parsed as a number; longer is out of range.
+# Longest number (sign and point included, leading zeros not counted) parsed exactly; a
+# longer one is far above MAX_ABS_AMOUNT_PENCE, so it is out of range without parsing.
 MAX_AMOUNT_CHARS = 16
 EARLIEST_TIMESTAMP = datetime(1990, 1, 1, tzinfo=UTC)
+# Reading rules (features.records): the longest row, in lines and bytes, a quoted field may
+# stretch over; a quote left open longer than this is a stray quote, not a multi-line value.
+MAX_RECORD_LINES = 16
+MAX_RECORD_BYTES = 4 << 20
+# Most columns a header may have (a guard against a binary or absurd first line).
+MAX_COLUMNS = 1000
 FUTURE_TOLERANCE_SECONDS = 86_400
 
 AMOUNT_PATTERN = r"^(?:[+-]?£?|£[+-])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d{1,2})?$"
-ISO_FORMATS = (
-    "%Y-%m-%dT%H:%M:%S",
-    "%Y-%m-%d %H:%M:%S",
-    "%Y-%m-%dT%H:%M",
-    "%Y-%m-%d %H:%M",
-    "%Y-%m-%d",
+# Leading zeros of a cleaned amount ("-000012.50" -> "-12.50"), before its length is judged.
+AMOUNT_LEADING_ZEROS = (r"^([+-]?)0+([0-9])", r"\1\2")
+
+# Timestamps. The wall clock they are read on (see the module doc).
+UK_ZONE = "Europe/London"
+# ISO 8601: date, optional time with T or one space, optional seconds with an optional
+# fraction (any number of digits up to 9), optional zone (Z, +hh, +hhmm or +hh:mm). Fields
+# are zero-padded. Groups, in order: year, month, day, hour, minute, second, fraction,
+# zone, sign, offset hours, offset minutes.
+ISO_TIMESTAMP = (
+    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})"
+    r"(?:[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,9}))?)?"
+    r"(Z|([+-])([0-9]{2})(?::?([0-9]{2}))?)?)?$"
 )
-UK_FORMATS = ("%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%d/%m/%Y")
+# The common cases (ISO without fraction or zone) have fixed layouts, read byte-wise with
+# numpy: Y/M/D/h/m/s are digits of that field, "T" is T or a space, others are literal.
+# They accept exactly what ISO_TIMESTAMP accepts in these shapes.
+PLAIN_ISO_LAYOUTS = ("YYYY-MM-DDThh:mm:ss", "YYYY-MM-DDThh:mm", "YYYY-MM-DD")
+ISO_GROUPS = ("year", "month", "day", "hour", "minute", "second", "fraction", "zone")
+ISO_GROUPS += ("sign", "offset_hour", "offset_minute")
+# UK day-first dates (no zone: UK local time). Groups: day, month, year, hour, minute, second.
+UK_TIMESTAMP = r"^([0-9]{2})/([0-9]{2})/([0-9]{4})(?: ([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?)?$"
+UK_GROUPS = ("day", "month", "year", "hour", "minute", "second")
+# Largest value of each field (the day is further limited by its month; no leap seconds).
+FIELD_MAX = {"hour": 23, "minute": 59, "second": 59, "offset_hour": 23, "offset_minute": 59}
 DEBIT_WORDS = ("debit", "dr", "d")
 CREDIT_WORDS = ("credit", "cr", "c")
 
@@ -59,6 +92,14 @@ RULES: tuple[Rule, ...] = (
         "Row identical in every field to an earlier row.",
     ),
     Rule("malformed_row", "*", "quarantined", "Row has the wrong number of fields."),
+    Rule(
+        "unterminated_quote",
+        "*",
+        "quarantined (that line only; reading resumes at the next line)",
+        "A quote opens a field that does not close cleanly within 16 lines "
+        "(features/README.md, rows and quoting).",
+    ),
+    Rule("nul_byte", "*", "quarantined", "Row contains a NUL byte (not text)."),
     Rule(
         "invalid_utf8",
         "*",
@@ -80,13 +121,14 @@ RULES: tuple[Rule, ...] = (
         "invalid_timestamp",
         "timestamp",
         "quarantined",
-        "Timestamp in no accepted format (ISO 8601 or DD/MM/YYYY).",
+        "Timestamp in no accepted format (ISO 8601, with or without a zone, or DD/MM/YYYY) "
+        "or not a real date and time.",
     ),
     Rule(
         "timestamp_out_of_range",
         "timestamp",
         "quarantined",
-        "Timestamp before 1990-01-01 or more than a day after the run.",
+        "Timestamp before 1990-01-01 or more than a day after the run (UK time).",
     ),
     Rule("invalid_type", "type", "quarantined", "Type is not debit/credit (dr/cr/d/c)."),
     Rule(
@@ -115,6 +157,12 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule("missing_description", "description", "kept; no merchant category", "Description empty."),
     Rule(
+        "quoted_line_break",
+        "*",
+        "kept",
+        "A quoted field holds a line break, so the row spans several lines of the file.",
+    ),
+    Rule(
         "non_iso_timestamp",
         "timestamp",
         "parsed as UK day-first DD/MM/YYYY",
@@ -128,6 +176,8 @@ QUARANTINE_ORDER = tuple(r.code for r in RULES if r.action.startswith("quarantin
 REASON_NAMES = np.array(["", *QUARANTINE_ORDER], dtype=object)
 REASON_INDEX = {code: i for i, code in enumerate(REASON_NAMES) if code}
 FINDINGS = tuple(r.code for r in RULES if r.code != "duplicate" and r.code not in QUARANTINE_ORDER)
+# Reasons decided while cutting the file into rows (features.records / features.reader).
+READER_RULES = ("unterminated_quote", "malformed_row", "nul_byte")
 
 
 @dataclass
@@ -159,13 +209,19 @@ def _to_bool(mask: pa.Array) -> np.ndarray:
 def parse_amount_pence(raw: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(pence, is_missing, is_invalid, is_too_long) for raw amount strings, exact to the penny.
 
-    ``is_too_long`` marks well-formed numbers with more digits than any plausible amount
-    (they would overflow the decimal type); they are out of range, not malformed.
+    ``is_too_long`` marks well-formed numbers with more significant characters than any
+    plausible amount (they would overflow the decimal type); they are out of range, not
+    malformed. Leading zeros do not count: "000000000000000012.50" is 12.50.
     """
     text = pc.utf8_trim_whitespace(raw)
     missing = _blank(text)
     well_formed = _to_bool(pc.match_substring_regex(text, AMOUNT_PATTERN))
     cleaned = pc.replace_substring_regex(text, r"[£,]", "")
+    long = well_formed & (np.asarray(pc.utf8_length(cleaned)) > MAX_AMOUNT_CHARS)
+    if long.any():  # only a long value can be shortened by dropping its leading zeros
+        mask = pa.array(long)
+        short = pc.replace_substring_regex(cleaned.filter(mask), *AMOUNT_LEADING_ZEROS)
+        cleaned = pc.replace_with_mask(cleaned, mask, short)
     too_long = well_formed & (np.asarray(pc.utf8_length(cleaned)) > MAX_AMOUNT_CHARS)
     safe = pc.if_else(pa.array(well_formed & ~too_long), cleaned, "0")
     pence = pc.cast(
@@ -175,74 +231,190 @@ def parse_amount_pence(raw: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return np.asarray(pence), missing, ~missing & ~well_formed, too_long
 
 
-def _field_offsets(fmt: str) -> dict[str, int]:
-    """Character offset of each field in a zero-padded rendering of ``fmt``."""
-    offsets, position, i = {}, 0, 0
-    while i < len(fmt):
-        if fmt[i] == "%":
-            offsets[fmt[i + 1]] = position
-            position += 4 if fmt[i + 1] == "Y" else 2
-            i += 2
+def days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 of a proleptic Gregorian date; month 13 is January of the next
+    year, so month lengths come out as differences. Integer arithmetic only."""
+    y = year - (month <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    shifted = np.where(month > 2, month - 3, month + 9)
+    doy = (153 * shifted + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+@functools.cache
+def uk_offsets() -> tuple[np.ndarray, np.ndarray]:
+    """(instants at which the UK's UTC offset changes, the offset in seconds from then on),
+    1970-2200, from the time-zone database (``UK_ZONE``). Cached: built once, in ~20 ms."""
+    zone = ZoneInfo(UK_ZONE)
+
+    def offset(t: int) -> int:
+        shift = datetime.fromtimestamp(t, zone).utcoffset()
+        return int(shift.total_seconds()) if shift is not None else 0
+
+    def year_start(year: int, month: int = 1) -> int:
+        return int(datetime(year, month, 1, tzinfo=UTC).timestamp())
+
+    times, offsets = [np.iinfo(np.int64).min], [offset(year_start(1970))]
+    for year in range(1970, 2201):
+        for a, b in (
+            (year_start(year), year_start(year, 7)),
+            (year_start(year, 7), year_start(year + 1)),
+        ):
+            if offset(a) == offset(b):
+                continue
+            low, high = a, b  # offset(low) differs from offset(high): bisect to the change
+            while high - low > 1:
+                middle = (low + high) // 2
+                if offset(middle) == offset(a):
+                    low = middle
+                else:
+                    high = middle
+            times.append(high)
+            offsets.append(offset(high))
+    return np.array(times, dtype=np.int64), np.array(offsets, dtype=np.int64)
+
+
+def uk_wall_clock(instant: np.ndarray) -> np.ndarray:
+    """UTC epoch seconds -> the same moment on the UK wall clock, as epoch-style seconds."""
+    times, offsets = uk_offsets()
+    return instant + offsets[np.searchsorted(times, instant, side="right") - 1]
+
+
+def uk_now(now: datetime) -> int:
+    """The run's instant on the UK wall clock (what timestamps are compared with)."""
+    instant = now if now.tzinfo else now.replace(tzinfo=UTC)
+    return int(uk_wall_clock(np.array([int(instant.timestamp())]))[0])
+
+
+def named(pattern: str, names: tuple[str, ...]) -> str:
+    """``pattern`` with its capture groups named (Arrow's extract_regex needs names)."""
+    parts = pattern.split("(")
+    out, i = [parts[0]], 0
+    for part in parts[1:]:
+        if part.startswith("?"):
+            out.append("(" + part)
         else:
-            position += 1
+            out.append(f"(?P<{names[i]}>" + part)
             i += 1
-    offsets["length"] = position
-    return offsets
+    return "".join(out)
 
 
-# A clock time whose fields are in range; strptime would roll 10:00:60 into 10:01:00.
-VALID_CLOCK = r"(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d)?$"
+def _fields(text: pa.Array, pattern: str, names: tuple[str, ...]) -> tuple[np.ndarray, dict]:
+    """Which values match ``pattern``, and each group as integers (0 where empty)."""
+    found = pc.extract_regex(text, named(pattern, names))
+    matched = np.asarray(pc.is_valid(found))
+    values = {}
+    for name in names:
+        column = pc.struct_field(found, name)
+        if name in ("zone", "sign"):
+            values[name] = np.asarray(pc.fill_null(column, ""), dtype=object)
+            continue
+        digits = pc.if_else(pc.equal(pc.fill_null(column, ""), ""), "0", column)
+        values[name] = np.asarray(pc.cast(digits, pa.int64()))
+    return matched, values
 
 
-def _is_real_date(text: pa.Array, parsed: pa.Array, fmt: str) -> np.ndarray:
-    """strptime rolls impossible values over (30 February -> 2 March, second 60 -> next
-    minute) and accepts unpadded fields. A value is kept only if its text has the format's
-    exact length, the parsed day and month read back as written, and any clock time is in
-    range."""
-    at = _field_offsets(fmt)
-    exact = pc.equal(pc.utf8_length(text), at["length"])
-    for field, component in (("d", pc.day), ("m", pc.month)):
-        digits = pc.utf8_lpad(pc.cast(component(parsed), pa.string()), 2, "0")
-        start = at[field]
-        exact = pc.and_(exact, pc.equal(pc.utf8_slice_codeunits(text, start, start + 2), digits))
-    if "H" in at:
-        clock = pc.utf8_slice_codeunits(text, at["H"], at["length"])
-        exact = pc.and_(exact, pc.match_substring_regex(clock, "^" + VALID_CLOCK))
-    return np.asarray(pc.fill_null(exact, False))
+_LAYOUT_FIELDS = {"Y": "year", "M": "month", "D": "day", "h": "hour", "m": "minute", "s": "second"}
+
+
+def _fixed_layout(text: pa.Array, layout: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """For values all ``len(layout)`` bytes long: which have the layout, and their fields."""
+    size = len(layout)
+    data = text.buffers()[2]
+    start = np.frombuffer(text.buffers()[1], dtype=np.int32, count=1, offset=text.offset * 4)[0]
+    grid = np.frombuffer(data, dtype=np.uint8, count=len(text) * size, offset=int(start))
+    grid = grid.reshape(len(text), size)
+    shaped = np.ones(len(text), dtype=bool)
+    values: dict[str, np.ndarray] = {
+        name: np.zeros(len(text), dtype=np.int64) for name in ("hour", "minute", "second")
+    }
+    for i, char in enumerate(layout):
+        column = grid[:, i]
+        if char in _LAYOUT_FIELDS:
+            digit = column.astype(np.int64) - 48
+            shaped &= (digit >= 0) & (digit <= 9)
+            name = _LAYOUT_FIELDS[char]
+            values[name] = values.get(name, np.zeros(len(text), dtype=np.int64)) * 10 + digit
+        elif char == "T":
+            shaped &= (column == ord("T")) | (column == ord(" "))
+        else:
+            shaped &= column == ord(char)
+    return shaped, values
+
+
+def _clock(values: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(fields make a real date and time, epoch-style seconds of the written wall clock)."""
+    year, month, day = values["year"], values["month"], values["day"]
+    ok = (month >= 1) & (month <= 12) & (day >= 1)
+    first = days_from_civil(year, month, np.ones_like(day))
+    ok &= day <= days_from_civil(year, month + 1, np.ones_like(day)) - first
+    for name, largest in FIELD_MAX.items():
+        if name in values:
+            ok &= values[name] <= largest
+    seconds = (first + day - 1) * 86_400
+    seconds += values["hour"] * 3600 + values["minute"] * 60 + values["second"]
+    return ok, seconds
 
 
 def parse_timestamp(raw: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(epoch seconds, is_missing, is_invalid, is_non_iso) for raw timestamp strings.
+    """(UK wall-clock epoch seconds, is_missing, is_invalid, is_non_iso) for raw timestamps.
 
-    Formats are tried in order, ISO first; each later format only sees the rows that the
-    earlier ones could not parse, so a clean ISO column costs one pass. Fields must be
-    zero-padded (2025-02-01, not 2025-2-1) and the date must exist.
+    ISO 8601 is tried first; the UK day-first form only on what is left. A value is valid
+    only if it has exactly an accepted shape and its fields make a real date and time.
     """
-    text = pc.replace_substring_regex(pc.utf8_trim_whitespace(raw), r"Z$", "")
+    text = pc.utf8_trim_whitespace(raw)
     missing = _blank(text)
-    seconds = np.zeros(len(text), dtype=np.int64)
-    parsed = np.zeros(len(text), dtype=bool)
-    non_iso = np.zeros(len(text), dtype=bool)
-    remaining = np.flatnonzero(~missing)
-    for fmt in ISO_FORMATS + UK_FORMATS:
-        if not len(remaining):
-            break
-        candidates = text.take(remaining)
-        attempt = pc.strptime(candidates, format=fmt, unit="s", error_is_null=True)
-        ok = np.asarray(pc.is_valid(attempt))
-        ok[ok] = _is_real_date(candidates.filter(ok), attempt.filter(ok), fmt)
-        hit = remaining[ok]
-        seconds[hit] = np.asarray(pc.cast(attempt.filter(ok), pa.int64()))
-        parsed[hit] = True
-        non_iso[hit] = fmt in UK_FORMATS
-        remaining = remaining[~ok]
-    return seconds, missing, ~missing & ~parsed, non_iso
+    n = len(text)
+    seconds = np.zeros(n, dtype=np.int64)
+    valid = np.zeros(n, dtype=bool)
+    non_iso = np.zeros(n, dtype=bool)
+    # Fast path: plain ISO values (no fraction, no zone), by field position.
+    plain = np.zeros(n, dtype=bool)
+    length = np.asarray(pc.fill_null(pc.binary_length(text), 0))
+    for layout in PLAIN_ISO_LAYOUTS:
+        rows = np.flatnonzero(length == len(layout))
+        if not len(rows):
+            continue
+        shaped, values = _fixed_layout(text.take(pa.array(rows)), layout)
+        ok, wall = _clock(values)
+        plain[rows[shaped]] = True
+        hit = rows[shaped & ok]
+        seconds[hit] = wall[shaped & ok]
+        valid[hit] = True
+    rest = np.flatnonzero(~missing & ~plain)
+    iso = np.zeros(n, dtype=bool)
+    if len(rest):
+        found, values = _fields(text.take(pa.array(rest)), ISO_TIMESTAMP, ISO_GROUPS)
+        ok, wall = _clock(values)
+        zoned = values["zone"] != ""
+        if zoned.any():
+            sign = np.where(values["sign"] == "-", -1, 1)
+            offset = (values["offset_hour"] * 3600 + values["offset_minute"] * 60) * sign
+            wall = np.where(zoned, uk_wall_clock(wall - offset), wall)
+        hit = rest[found & ok]
+        seconds[hit] = wall[found & ok]
+        valid[hit] = True
+        iso[rest[found]] = True
+    rest = np.flatnonzero(~missing & ~plain & ~iso)
+    if len(rest):
+        uk, values = _fields(text.take(pa.array(rest)), UK_TIMESTAMP, UK_GROUPS)
+        ok, wall = _clock(values)
+        hit = rest[uk & ok]
+        seconds[hit] = wall[uk & ok]
+        valid[hit] = True
+        non_iso[hit] = True
+    return seconds, missing, ~missing & ~valid, non_iso
 
 
-def parse_chunk(columns: dict[str, pa.Array], now: datetime) -> ParsedChunk:
+def parse_chunk(
+    columns: dict[str, pa.Array], now: datetime, line_break: np.ndarray | None = None
+) -> ParsedChunk:
     """Apply every row-level rule to one chunk of raw string columns (canonical names).
 
     ``type`` and ``description`` may be absent; the four required columns may not.
+    ``line_break`` marks rows that span several lines of the file (a quoted line break).
     """
     n = len(columns["customer_id"])
     customer_id = pc.utf8_trim_whitespace(columns["customer_id"])
@@ -250,7 +422,7 @@ def parse_chunk(columns: dict[str, pa.Array], now: datetime) -> ParsedChunk:
     pence, amount_missing, amount_invalid, amount_too_long = parse_amount_pence(columns["amount"])
     ts, ts_missing, ts_invalid, non_iso = parse_timestamp(columns["timestamp"])
     earliest = int(EARLIEST_TIMESTAMP.timestamp())
-    latest = int(now.timestamp()) + FUTURE_TOLERANCE_SECONDS
+    latest = uk_now(now) + FUTURE_TOLERANCE_SECONDS
     ts_ok = ~ts_missing & ~ts_invalid
 
     raw_type = columns.get("type", pa.nulls(n, pa.string()))
@@ -288,6 +460,7 @@ def parse_chunk(columns: dict[str, pa.Array], now: datetime) -> ParsedChunk:
         "missing_type": type_missing,
         "sign_disagrees_with_type": ~type_missing & (signed != pence),
         "missing_description": _blank(pc.utf8_trim_whitespace(description)),
+        "quoted_line_break": np.zeros(n, dtype=bool) if line_break is None else line_break,
         "non_iso_timestamp": non_iso,
         "large_amount": np.abs(pence) >= LARGE_AMOUNT_PENCE,
     }

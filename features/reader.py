@@ -1,18 +1,25 @@
-"""Streaming CSV reading: every field as text, in bounded chunks, nothing lost.
+"""Streaming CSV reading: every field as text, in bounded blocks, every row accounted for.
 
 The header is read by us (to find the delimiter, drop a UTF-8 byte-order mark and map
-aliases); the body is parsed by Arrow's multi-threaded CSV reader. Rows with the wrong
-number of fields are not skipped silently: they are returned as malformed rows.
+aliases). The body is cut into rows by ``features.records`` (the quoting rule, on raw bytes)
+and only then handed to Arrow's CSV parser to split the fields, so Arrow sees exactly the
+rows we counted. Rows that cannot be used as rows are not lost: each comes out as a row of
+its own with a reader reason (``unterminated_quote``, ``malformed_row``, ``nul_byte``), its
+line number and its exact bytes.
+
+Every batch has the header's columns as binary ``c0..cN-1`` followed by ``LINE`` (line of
+the file where the row starts; the header is line 1), ``REJECT`` (0, or 1 + the position of
+the reader reason in ``READER_REASONS``), ``SPANS`` (the row spans several lines: a quoted
+field holds a line break) and ``RAW`` (the row's bytes, its final line break excluded).
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import queue
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,95 +28,53 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from features.quality import MAX_COLUMNS, MAX_RECORD_BYTES
+from features.records import Lines, quote_stats, segment, split_lines
 from features.schema import InputError
 
 DELIMITERS = (",", ";", "\t", "|")
-HEADER_PEEK_BYTES = 1 << 16
-# Arrow needs a whole row inside one block: 4 MiB allows multi-megabyte descriptions while
-# keeping the reader's read-ahead (several blocks in flight) small.
+# Bytes read per block; a block is cut at the last complete row.
 BLOCK_BYTES = 4 << 20
 BOM = b"\xef\xbb\xbf"
+LINE, REJECT, SPANS, RAW = "_line", "_reject", "_spans", "_raw"
+READER_REASONS = ("unterminated_quote", "malformed_row", "nul_byte")
+_UNTERMINATED, _MALFORMED, _NUL = 1, 2, 3
 
 Source = str | Path | BinaryIO
 
 
-def decode_utf8(batch: pa.RecordBatch) -> tuple[list[pa.Array], np.ndarray]:
-    """Columns as text, and a mask of rows holding bytes that are not UTF-8.
+def decode_utf8(columns: list[pa.Array]) -> tuple[list[pa.Array], np.ndarray]:
+    """Binary columns as text, and a mask of rows holding bytes that are not UTF-8.
 
     The fast path validates whole columns at once; only a chunk that fails is walked row
     by row, and its bad values become text with U+FFFD replacement characters.
     """
-    bad = np.zeros(batch.num_rows, dtype=bool)
+    n = len(columns[0]) if columns else 0
+    bad = np.zeros(n, dtype=bool)
     try:
-        return [pc.cast(column, pa.string()) for column in batch.columns], bad
+        return [pc.cast(column, pa.string()) for column in columns], bad
     except pa.ArrowInvalid:
         pass
-    columns = []
-    for column in batch.columns:
-        values = column.to_pylist()
+    decoded_columns = []
+    for column in columns:
         decoded = []
-        for i, value in enumerate(values):
+        for i, value in enumerate(column.to_pylist()):
             try:
                 decoded.append(value.decode("utf-8"))
             except UnicodeDecodeError:
                 bad[i] = True
                 decoded.append(value.decode("utf-8", "replace"))
-        columns.append(pa.array(decoded, pa.string()))
-    return columns, bad
-
-
-def escaped_line(batch: pa.RecordBatch, row: int, delimiter: str) -> str:
-    """A raw row rebuilt from its exact bytes, with non-UTF-8 bytes backslash-escaped."""
-    fields = [column[row].as_py() or b"" for column in batch.columns]
-    return delimiter.encode().join(fields).decode("utf-8", "backslashreplace")
-
-
-class _Prefixed(io.RawIOBase):
-    """A binary stream that replays bytes already read before the rest of ``stream``."""
-
-    def __init__(self, prefix: bytes, stream: BinaryIO) -> None:
-        self._prefix = prefix
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
-        if self._prefix:
-            n = min(len(buffer), len(self._prefix))
-            buffer[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
-        data = self._stream.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        decoded_columns.append(pa.array(decoded, pa.string()))
+    return decoded_columns, bad
 
 
 @dataclass
 class CsvStream:
-    """An opened CSV: its header, its delimiter, and its body as Arrow record batches."""
+    """An opened CSV: its header, its delimiter, and its rows as Arrow record batches."""
 
     header: list[str]
     delimiter: str
     batches: Iterator[pa.RecordBatch]
-    malformed: list[str] = field(default_factory=list)  # raw text of rejected rows
-
-
-def _split_header(first_bytes: bytes, label: str) -> tuple[str, bytes]:
-    if not first_bytes.strip():
-        raise InputError(f"{label}: the file is empty")
-    if first_bytes.startswith(BOM):
-        first_bytes = first_bytes[len(BOM) :]
-    end = first_bytes.find(b"\n")
-    if end < 0:
-        raise InputError(f"{label}: has a header but no data rows")
-    try:
-        header_line = first_bytes[:end].decode("utf-8").rstrip("\r")
-    except UnicodeDecodeError:
-        raise InputError(
-            f"{label}: the header is not valid UTF-8 text; is this a CSV file?"
-        ) from None
-    return header_line, first_bytes[end + 1 :]
 
 
 def sniff_delimiter(header_line: str) -> str:
@@ -117,8 +82,66 @@ def sniff_delimiter(header_line: str) -> str:
     return max(DELIMITERS, key=lambda d: (header_line.count(d), d == ","))
 
 
+def _read_header(stream: BinaryIO, label: str) -> tuple[bytes, bytes]:
+    """(header line, the bytes after its line break), reading no more than needed."""
+    data = stream.read(1 << 16)
+    eof = not data
+    while True:
+        if data.startswith(BOM):
+            data = data[len(BOM) :]
+        ends = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]
+        end = min(ends) if ends else -1
+        # A CR as the last byte read may be the first half of a CRLF: read on.
+        if end >= 0 and not (end == len(data) - 1 and data[end] == 13 and not eof):
+            break
+        if eof:
+            break
+        if len(data) > MAX_RECORD_BYTES:
+            raise InputError(f"{label}: the first line is longer than 4 MiB; is this a CSV file?")
+        more = stream.read(1 << 20)
+        eof = not more
+        data += more
+    if not data.strip():
+        raise InputError(f"{label}: the file is empty")
+    if end < 0:
+        raise InputError(f"{label}: has a header but no data rows")
+    if end > MAX_RECORD_BYTES:
+        raise InputError(f"{label}: the first line is longer than 4 MiB; is this a CSV file?")
+    after = end + 2 if data[end : end + 2] == b"\r\n" else end + 1
+    return data[:end], data[after:]
+
+
+def _parse_header(line: bytes, label: str) -> tuple[list[str], str]:
+    if b"\x00" in line:
+        raise InputError(
+            f"{label}: the header contains NUL bytes; is this UTF-16 or a binary file? "
+            "Save it as UTF-8 CSV"
+        )
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(
+            f"{label}: the header is not valid UTF-8 text; is this a CSV file?"
+        ) from None
+    delimiter = sniff_delimiter(text)
+    buf = np.frombuffer(line, dtype=np.uint8)
+    lines = Lines(np.array([0]), np.array([len(line)]), np.array([len(line)]))
+    if quote_stats(buf, lines, ord(delimiter)).opens[0]:
+        raise InputError(f"{label}: the header row has an unterminated quote")
+    try:
+        header = next(csv.reader([text], delimiter=delimiter, strict=False))
+    except csv.Error:
+        raise InputError(f"{label}: the header row cannot be read as CSV") from None
+    if len(header) > MAX_COLUMNS:
+        raise InputError(
+            f"{label}: the header has {len(header)} columns (at most {MAX_COLUMNS}); "
+            "is this a CSV file?"
+        )
+    return header, delimiter
+
+
 def open_csv(source: Source, label: str) -> CsvStream:
-    """Open a CSV file or binary stream for chunked reading, or raise ``InputError``."""
+    """Open a CSV file or binary stream for block-wise reading, or raise ``InputError``."""
     if isinstance(source, str | Path):
         path = Path(source)
         if not path.is_file():
@@ -126,36 +149,173 @@ def open_csv(source: Source, label: str) -> CsvStream:
         stream: BinaryIO = path.open("rb")
     else:
         stream = source
-    first = stream.read(HEADER_PEEK_BYTES)
-    header_line, rest = _split_header(first, label)
-    if b"\x00" in first:
-        raise InputError(f"{label}: contains NUL bytes; this is not a text CSV file")
-    delimiter = sniff_delimiter(header_line)
-    header = next(csv.reader([header_line], delimiter=delimiter))
-    if not rest.strip():
-        rest += stream.read(HEADER_PEEK_BYTES)
-        if not rest.strip():
-            raise InputError(f"{label}: has a header but no data rows")
-    malformed: list[str] = []
-
-    def keep_malformed(row: pacsv.InvalidRow) -> str:
-        malformed.append(row.text or "")
-        return "skip"
-
-    names = [f"c{i}" for i in range(len(header))]
-
-    def refuse(error: pa.ArrowInvalid) -> InputError:
-        message = str(error).splitlines()[0]
-        if "utf8" in message.lower():
-            return InputError(f"{label}: not valid UTF-8 text ({message})")
-        return InputError(f"{label}: cannot be parsed as CSV ({message})")
-
     try:
-        reader = pacsv.open_csv(
-            _Prefixed(rest, stream),
-            read_options=pacsv.ReadOptions(column_names=names, block_size=BLOCK_BYTES),
+        header_line, rest = _read_header(stream, label)
+        header, delimiter = _parse_header(header_line, label)
+        while not rest.strip():
+            more = stream.read(1 << 16)
+            if not more:
+                raise InputError(f"{label}: has a header but no data rows")
+            rest += more
+    except BaseException:
+        stream.close()
+        raise
+    blocks = RowBlocks(stream, rest, header, delimiter, label)
+    return CsvStream(header=header, delimiter=delimiter, batches=blocks.batches())
+
+
+class RowBlocks:
+    """Cuts the body into rows block by block and parses each block with Arrow."""
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        rest: bytes,
+        header: list[str],
+        delimiter: str,
+        label: str,
+        block_bytes: int = BLOCK_BYTES,
+    ) -> None:
+        self.stream = stream
+        self.rest = rest
+        self.width = len(header)
+        self.delimiter = delimiter
+        self.label = label
+        self.block_bytes = block_bytes
+        self.names = [f"c{i}" for i in range(self.width)]
+        meta = [(LINE, pa.int64()), (REJECT, pa.int8()), (SPANS, pa.bool_()), (RAW, pa.binary())]
+        self.schema = pa.schema([*((n, pa.binary()) for n in self.names), *meta])
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        try:
+            carry, line_number, eof = self.rest, 2, False
+            while True:
+                chunk = b"" if eof else self.stream.read(self.block_bytes)
+                eof = eof or not chunk
+                data = carry + chunk if carry else chunk
+                if not data:
+                    return
+                buf = np.frombuffer(data, dtype=np.uint8)
+                lines = split_lines(buf, final=eof)
+                self._check_lengths(lines, len(data), line_number, eof)
+                if not len(lines):
+                    carry = data
+                    continue
+                found = segment(buf, lines, ord(self.delimiter), self.width, eof)
+                batch = self._block(data, buf, lines, found, line_number)
+                if batch.num_rows:
+                    yield batch
+                line_number += found.consumed
+                if found.consumed < len(lines):
+                    carry = data[int(lines.start[found.consumed]) :]
+                else:
+                    carry = data[int(lines.after[-1]) :]
+                if eof and not carry:
+                    return
+        finally:
+            self.stream.close()
+
+    def _check_lengths(self, lines: Lines, size: int, first_line: int, eof: bool) -> None:
+        long = np.flatnonzero(lines.end - lines.start > MAX_RECORD_BYTES)
+        if len(long):
+            line = first_line + int(long[0])
+        elif not eof and size - (int(lines.after[-1]) if len(lines) else 0) > MAX_RECORD_BYTES:
+            line = first_line + len(lines)
+        else:
+            return
+        raise InputError(
+            f"{self.label}: line {line} is longer than 4 MiB (the longest row we read); "
+            "is this a CSV file?"
+        )
+
+    def _block(
+        self, data: bytes, buf: np.ndarray, lines: Lines, found, first_line: int
+    ) -> pa.RecordBatch:
+        """One batch: the rows found in ``data``, parsed, plus the rows the reader rejects."""
+        row_start = lines.start[found.first]
+        row_end = lines.end[found.last]
+        rejected = np.zeros(len(found.first), dtype=np.int8)
+        if b"\x00" in data:
+            nul = np.flatnonzero(buf == 0)
+            row = np.searchsorted(row_start, nul, side="right") - 1
+            row = row[(row >= 0) & (nul < row_end[np.maximum(row, 0)])]
+            rejected[row] = _NUL
+        keep = rejected == 0
+        parse = np.flatnonzero(keep)
+        table, accepted = self._parse(data, lines, found, parse)
+        rejected[parse[~accepted]] = _MALFORMED
+
+        # Every row found, and every broken line, in file order.
+        starts = np.concatenate([row_start, lines.start[found.broken]])
+        ends = np.concatenate([row_end, lines.end[found.broken]])
+        line = np.concatenate([found.first, found.broken]) + first_line
+        reject = np.concatenate([rejected, np.full(len(found.broken), _UNTERMINATED, np.int8)])
+        spans = np.concatenate([found.last != found.first, np.zeros(len(found.broken), bool)])
+        if len(found.broken):
+            order = np.argsort(line, kind="stable")
+            starts, ends, line, reject = starts[order], ends[order], line[order], reject[order]
+            spans = spans[order]
+        raw = _slices(data, starts, ends)
+        parsed = reject == 0
+        if parsed.all():
+            fields = list(table.columns)
+        else:
+            # Rejected rows get empty fields; parsed rows keep their order.
+            filler = pa.array([b""], pa.binary())
+            position = np.zeros(len(reject), dtype=np.int64)
+            position[parsed] = np.arange(int(parsed.sum()))
+            fields = []
+            for column in table.columns:
+                values = pa.concat_arrays([_array(column), filler])
+                index = np.where(parsed, position, len(column))
+                fields.append(values.take(pa.array(index)))
+        arrays = [
+            *(_array(f) for f in fields),
+            pa.array(line, pa.int64()),
+            pa.array(reject, pa.int8()),
+            pa.array(spans, pa.bool_()),
+            raw,
+        ]
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def _parse(
+        self, data: bytes, lines: Lines, found, parse: np.ndarray
+    ) -> tuple[pa.Table, np.ndarray]:
+        """Arrow's parse of the rows in ``parse`` (indices into the rows found), and which of
+        them have the header's number of fields."""
+        accepted = np.ones(len(parse), dtype=bool)
+        names = self.names
+        if not len(parse):
+            empty = pa.table({n: pa.array([], pa.binary()) for n in names})
+            return empty, accepted
+        first, last = found.first[parse], found.last[parse]
+        start, after = lines.start[first], lines.after[last]
+        # Contiguous stretches of rows (blank lines between rows may stay: Arrow skips them).
+        gap = np.flatnonzero(start[1:] != after[:-1])
+        if not len(gap):
+            body: bytes | memoryview = memoryview(data)[int(start[0]) : int(after[-1])]
+        else:
+            cut_start = np.concatenate([[start[0]], start[gap + 1]])
+            cut_end = np.concatenate([after[gap], [after[-1]]])
+            view = memoryview(data)
+            body = b"".join(view[int(s) : int(e)] for s, e in zip(cut_start, cut_end, strict=True))
+        bad: list[int] = []
+
+        def count_invalid(row: pacsv.InvalidRow) -> str:
+            if row.number is None:  # only with threads; we never use them here
+                raise RuntimeError("Arrow gave no row number for an invalid row")
+            bad.append(row.number - 1)
+            return "skip"
+
+        table = pacsv.read_csv(
+            pa.py_buffer(body),
+            read_options=pacsv.ReadOptions(
+                column_names=names, use_threads=False, block_size=max(len(body), 1 << 20) + 1
+            ),
             parse_options=pacsv.ParseOptions(
-                delimiter=delimiter, newlines_in_values=True, invalid_row_handler=keep_malformed
+                delimiter=self.delimiter,
+                newlines_in_values=True,
+                invalid_row_handler=count_invalid,
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.binary() for n in names},
@@ -163,19 +323,32 @@ def open_csv(source: Source, label: str) -> CsvStream:
                 quoted_strings_can_be_null=False,
             ),
         )
-    except pa.ArrowInvalid as error:
-        stream.close()
-        raise refuse(error) from None
+        accepted[bad] = False
+        if table.num_rows != int(accepted.sum()):
+            raise RuntimeError(
+                f"{self.label}: rows counted ({int(accepted.sum())}) and rows parsed "
+                f"({table.num_rows}) differ"
+            )
+        return table, accepted
 
-    def batches() -> Iterator[pa.RecordBatch]:
-        try:
-            yield from reader
-        except pa.ArrowInvalid as error:
-            raise refuse(error) from None
-        finally:
-            stream.close()
 
-    return CsvStream(header=header, delimiter=delimiter, batches=batches(), malformed=malformed)
+def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(column, pa.ChunkedArray):
+        return column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+    return column
+
+
+def _slices(data: bytes, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
+    """data[starts[i]:ends[i]] for each i as a binary array (one copy of the bytes)."""
+    n = len(starts)
+    if not n:
+        return pa.array([], pa.binary())
+    bounds = np.empty(2 * n, dtype=np.int64)
+    bounds[0::2] = starts
+    bounds[1::2] = ends
+    offsets = pa.py_buffer(bounds.astype(np.int32))
+    everything = pa.Array.from_buffers(pa.binary(), 2 * n - 1, [None, offsets, pa.py_buffer(data)])
+    return everything.take(pa.array(np.arange(0, 2 * n - 1, 2)))
 
 
 def rechunk(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
@@ -200,9 +373,9 @@ def rechunk(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordB
 
 
 def prefetch(items: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
-    """Produce items on a background thread so parsing overlaps with processing.
+    """Produce items on a background thread so reading overlaps with processing.
 
-    Arrow parses without holding the GIL, so on two cores this hides most read time.
+    Arrow and most numpy work release the GIL, so on two cores this hides most read time.
     Errors raised by the producer are re-raised in the consumer.
     """
     slots: queue.Queue = queue.Queue(maxsize=depth)
@@ -237,3 +410,75 @@ def prefetch(items: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.Rec
     finally:
         stop.set()
         worker.join(timeout=5)
+
+
+def read_all(source: Source, label: str) -> tuple[CsvStream, pa.Table]:
+    """A small file (labels) read whole: the stream and all its rows as one table."""
+    stream = open_csv(source, label)
+    batches = list(stream.batches)
+    if batches:
+        return stream, pa.Table.from_batches(batches)
+    names = [f"c{i}" for i in range(len(stream.header))]
+    columns = {n: pa.array([], pa.binary()) for n in names}
+    columns |= {LINE: pa.array([], pa.int64()), REJECT: pa.array([], pa.int8())}
+    columns |= {SPANS: pa.array([], pa.bool_()), RAW: pa.array([], pa.binary())}
+    return stream, pa.table(columns)
+
+
+# Characters written as \xNN in an escaped raw row: a backslash (so the escape is
+# reversible) and control characters other than tab and line breaks.
+_NEEDS_ESCAPE = r"[\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+
+
+def escape_raw(raw: pa.Array) -> pa.Array:
+    """Raw row bytes as text that turns back into exactly those bytes (``unescape_raw``).
+
+    Valid UTF-8 without control characters or backslashes is kept as it is (tabs and line
+    breaks inside quoted fields included). Otherwise a backslash is written as two, and a
+    control byte (other than tab, CR, LF) or a byte that is not UTF-8 as ``\\xNN``.
+    """
+    try:
+        text = pc.cast(raw, pa.string())
+        plain = ~np.asarray(pc.fill_null(pc.match_substring_regex(text, _NEEDS_ESCAPE), True))
+    except pa.ArrowInvalid:  # some row is not UTF-8: its bytes are escaped
+        text = pa.array([v.decode("utf-8", "replace") for v in raw.to_pylist()], pa.string())
+        plain = np.zeros(len(raw), dtype=bool)
+    if plain.all():
+        return text
+    out = text.to_pylist()
+    for i in np.flatnonzero(~plain).tolist():
+        out[i] = _escape_bytes(raw[i].as_py())
+    return pa.array(out, pa.string())
+
+
+def _escape_bytes(value: bytes) -> str:
+    parts = []
+    for char in value.decode("utf-8", "surrogateescape"):
+        code = ord(char)
+        if char == "\\":
+            parts.append("\\\\")
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8
+            parts.append(f"\\x{code - 0xDC00:02x}")
+        elif (code < 0x20 and char not in "\t\n\r") or code == 0x7F:
+            parts.append(f"\\x{code:02x}")
+        else:
+            parts.append(char)
+    return "".join(parts)
+
+
+def unescape_raw(text: str) -> bytes:
+    """The exact bytes of a row from its escaped text (the inverse of ``escape_raw``)."""
+    if "\\" not in text:
+        return text.encode("utf-8")
+    out, i = bytearray(), 0
+    while i < len(text):
+        if text.startswith("\\\\", i):
+            out += b"\\"
+            i += 2
+        elif text.startswith("\\x", i):
+            out.append(int(text[i + 2 : i + 4], 16))
+            i += 4
+        else:
+            out += text[i].encode("utf-8")
+            i += 1
+    return bytes(out)

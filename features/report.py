@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-from features.definitions import FEATURE_NAMES, ID
-from features.quality import LARGE_AMOUNT_PENCE, RULES
+from features.definitions import FEATURE_NAMES, ID, MAX_ABS_MONEY
+from features.quality import LARGE_AMOUNT_PENCE, RULES, UK_ZONE
 from features.schema import ColumnMap
 
 if TYPE_CHECKING:
@@ -36,7 +38,19 @@ LABEL_RULES = (
         "Same customer labelled both 0 and 1.",
     ),
     ("malformed_row", "quarantined", "Row has the wrong number of fields."),
+    ("unterminated_quote", "quarantined (that line only)", "A quoted field never closes."),
+    ("nul_byte", "quarantined", "Row contains a NUL byte."),
 )
+WITHHELD_RULE = (
+    f"a feature outside the range the API accepts (e.g. |money| above {MAX_ABS_MONEY:,.0f}); "
+    "the customer is left out of the features, training set and predictions"
+)
+
+
+def uk_time(wall_seconds: int) -> str:
+    """A UK wall-clock time (epoch-style seconds) in ISO 8601 with its UTC offset."""
+    wall = datetime.fromtimestamp(wall_seconds, UTC).replace(tzinfo=ZoneInfo(UK_ZONE))
+    return wall.isoformat()
 
 
 def customer_outliers(features: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -78,6 +92,7 @@ def build_report(
     labels: Labels | None,
     rows_quarantined: int,
     elapsed: float,
+    withheld: list[str] | None = None,
 ) -> dict[str, Any]:
     checks = [
         {
@@ -92,11 +107,8 @@ def build_report(
     customers = set(features[ID])
     report: dict[str, Any] = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "as_of": (
-            datetime.fromtimestamp(tally.as_of_ts, UTC).isoformat()
-            if tally.as_of_ts is not None
-            else None
-        ),
+        # The latest used transaction, on the UK wall clock timestamps are read on.
+        "as_of": uk_time(tally.as_of_ts) if tally.as_of_ts is not None else None,
         "transactions_file": {
             "columns": stream.header,
             "mapped": {c: stream.header[p] for c, p in columns.positions.items()},
@@ -108,6 +120,11 @@ def build_report(
         "rows_duplicate": tally.rows_duplicate,
         "rows_quarantined": rows_quarantined,
         "customers": len(customers),
+        "customers_withheld": {
+            "count": len(withheld or []),
+            "rule": WITHHELD_RULE,
+            "examples": (withheld or [])[:5],
+        },
         "checks": checks,
         "outliers": {
             "transactions": {
@@ -160,6 +177,35 @@ def summary_line(report: dict[str, Any]) -> str:
     )
 
 
+def md_code(value: object) -> str:
+    """A value from the data, shown inertly in a Markdown table cell.
+
+    It becomes a code span (so Markdown and HTML in it are not rendered) whose backtick
+    fence is longer than any run of backticks inside; line breaks and other control or
+    formatting characters (bidi overrides included) are shown as escapes, and ``|`` is
+    escaped so it cannot end the table cell.
+    """
+    text = "".join(_visible(c) for c in str(value)).replace("|", "\\|")
+    if not text:
+        return "(empty)"
+    longest = run = 0
+    for char in text:
+        run = run + 1 if char == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * (longest + 1)
+    pad = " " if text[0] in "` " or text[-1] in "` " else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _visible(char: str) -> str:
+    if char == "\\":
+        return "\\\\"
+    if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+        code = ord(char)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return char
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """A short human-readable version of the report."""
     lines = [
@@ -178,7 +224,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "|---|---|---:|---|---|",
     ]
     for c in report["checks"]:
-        examples = ", ".join(f"`{e}`" for e in c["examples"][:3])
+        examples = ", ".join(md_code(e) for e in c["examples"][:3])
         lines.append(
             f"| {c['check']} | {c['column']} | {c['count']:,} | {c['action']} | {examples} |"
         )
@@ -198,6 +244,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             "| check | rows | action |",
             "|---|---:|---|",
             *(f"| {c['check']} | {c['count']:,} | {c['action']} |" for c in labels["checks"]),
+        ]
+    withheld = report.get("customers_withheld", {}).get("count", 0)
+    if withheld:
+        lines += [
+            "",
+            f"Customers withheld: {withheld:,} ({report['customers_withheld']['rule']}).",
         ]
     outliers = report["outliers"]
     lines += [

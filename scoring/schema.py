@@ -12,25 +12,14 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from features.definitions import FEATURES, ID, MAX_DAYS
+from features.definitions import EXTRA_BOUNDS, FEATURES, ID, MAX_ABS_MONEY, MAX_COUNT, MAX_DAYS
 
 MAX_BATCH = 1000
 MAX_ID_LENGTH = 64
 # Letters, digits and a few separators: ids are echoed back and must be safe to display.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"
-# Sanity bound for money and ratios: larger values are data errors, not customers.
-MAX_ABS_MONEY = 1e10
-MAX_COUNT = 10**9
-
-# Sign rules from the team contract (total_debit <= 0, credits and debit sizes >= 0, ...)
-# that a feature's kind alone does not imply.
-EXTRA_BOUNDS: dict[str, dict[str, float]] = {
-    "total_debit": {"le": 0},
-    "total_credit": {"ge": 0},
-    "max_debit": {"ge": 0},
-    "gambling_spend": {"ge": 0},
-    "salary_month_share": {"le": 1},
-}
+# Sanity bounds for money, ratios and counts (MAX_ABS_MONEY, MAX_COUNT) and the sign rules
+# (EXTRA_BOUNDS) live in features.definitions: the pipeline withholds customers outside them.
 
 _KIND_TYPES: dict[str, tuple[type, dict[str, Any]]] = {
     "count": (int, {"strict": True, "ge": 0, "le": MAX_COUNT}),

@@ -258,7 +258,13 @@ def test_label_rules() -> None:
     assert sorted(result.label_quarantine["reason"]) == [
         "conflicting_label", "conflicting_label", "invalid_label", "missing_customer_id",
     ]  # fmt: skip
-    assert list(result.label_quarantine.columns[:2]) == ["customer_id", "defaulted_within_90d"]
+    # The labels quarantine has the same columns whatever the input calls them.
+    assert list(result.label_quarantine.columns) == [
+        "customer_id",
+        "defaulted",
+        "reason",
+        "raw_line",
+    ]
     assert result.report["customers_without_label"] == 2  # C2, C5
     assert result.report["labels_without_transactions"] == 1  # C4
 
