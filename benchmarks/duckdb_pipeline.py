@@ -3,11 +3,16 @@
 Why: to know whether the pandas pipeline is fast enough we need a strong baseline doing
 the *same* work, and a second, independent implementation of every cleaning rule catches
 drift in either. The SQL is built from the shared constants (lexicon, amount pattern,
-timestamp formats, limits, feature and aggregate lists), never retyped, and every column is
-read as text, in file order, like ``features.reader``.
+timestamp patterns, time zone, limits, feature and aggregate lists, feature bounds), never
+retyped, and every column is read as text, in file order, like ``features.reader``.
 
-Known difference (reader only): a quoted field left unterminated on the last line runs to
-the end of the file for Arrow; DuckDB rejects that line (counted as ``malformed_row``).
+What a row is, is one rule for every engine (``features.records``). DuckDB's own reader
+follows the same CSV state machine, but after a stray quote it silently joins the rest of
+the file into one value. So the file is first scanned with the shared rule
+(``prepare``): if the scan finds a line it sets aside (``unterminated_quote``, ``nul_byte``)
+or a lone CR line ending, DuckDB reads a copy made of the rows the rule accepts (those
+lines counted from the scan); otherwise it reads the file itself. The scan costs about
+0.2 s per million rows and is part of the timed work.
 
 Run: ``python -m benchmarks.duckdb_pipeline --transactions X --out DIR [--now ISO]`` writes
 ``features.parquet`` (and, with ``--counts``, ``counts.json``).
@@ -16,12 +21,15 @@ Run: ``python -m benchmarks.duckdb_pipeline --transactions X --out DIR [--now IS
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
-import re
+import os
 import sys
+import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,33 +41,44 @@ import pyarrow.compute as pc
 from features.definitions import (
     AGGREGATES,
     FEATURE_NAMES,
+    FEATURES,
     FLAG_CATEGORIES,
     ID,
     MAX_DAYS,
     PENCE_PER_POUND,
     SECONDS_PER_DAY,
+    feature_bounds,
 )
 from features.quality import (
+    AMOUNT_LEADING_ZEROS,
     AMOUNT_PATTERN,
     CREDIT_WORDS,
     DEBIT_WORDS,
     EARLIEST_TIMESTAMP,
+    FIELD_MAX,
     FINDINGS,
     FUTURE_TOLERANCE_SECONDS,
-    ISO_FORMATS,
+    ISO_GROUPS,
+    ISO_TIMESTAMP,
     LARGE_AMOUNT_PENCE,
     MAX_ABS_AMOUNT_PENCE,
     QUARANTINE_ORDER,
-    UK_FORMATS,
+    UK_GROUPS,
+    UK_TIMESTAMP,
+    UK_ZONE,
+    uk_now,
 )
-from features.reader import BLOCK_BYTES, BOM, sniff_delimiter
+from features.reader import RAW, REJECT, open_csv
+from features.reader import read_header as reader_header
+from features.records import MAX_RECORD_BYTES
 from features.schema import TRANSACTION_ALIASES, TRANSACTION_REQUIRED, map_columns
 from features.text import CATEGORIES, category_pattern, load_lexicon
 
 # Reasons decided outside the row-level CASE: by the CSV reader and by file order.
 MALFORMED = "malformed_row"
 INVALID_UTF8 = "invalid_utf8"
-READER_REASONS = (MALFORMED, INVALID_UTF8)
+SET_ASIDE = ("unterminated_quote", "nul_byte")  # lines the shared scan removes
+READER_REASONS = (MALFORMED, INVALID_UTF8, *SET_ASIDE)
 CONFLICT = "conflicting_transaction_id"
 USED = "used"
 DUPLICATE = "duplicate"
@@ -87,37 +106,62 @@ def lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-# Width of each strptime field as strftime writes it (zero-padded).
-_FIELD_WIDTH = {"%Y": 4, "%m": 2, "%d": 2, "%H": 2, "%M": 2, "%S": 2}
+def _days_from_civil(year: str, month: str, day: str) -> str:
+    """``features.quality.days_from_civil`` in SQL (floor division, as Python's ``//``)."""
+    y = f"({year} - CASE WHEN {month} <= 2 THEN 1 ELSE 0 END)"
+    era = f"CAST(floor({y} / 400.0) AS BIGINT)"
+    yoe = f"({y} - {era} * 400)"
+    shifted = f"(CASE WHEN {month} > 2 THEN {month} - 3 ELSE {month} + 9 END)"
+    doy = f"((153 * {shifted} + 2) // 5 + {day} - 1)"
+    doe = f"({yoe} * 365 + {yoe} // 4 - {yoe} // 100 + {doy})"
+    return f"({era} * 146097 + {doe} - 719468)"
 
 
-def _shape(fmt: str) -> str:
-    """Regex of the exact text strftime writes for ``fmt``.
+def _timestamp_columns(text: str) -> str:
+    """Select items parsing ``text`` like ``features.quality.parse_timestamp``: the parts of
+    the ISO or UK form it matches (one regex each), as integers."""
+    iso = f"regexp_extract({text}, {lit(ISO_TIMESTAMP)}, [{', '.join(map(lit, ISO_GROUPS))}])"
+    uk = f"regexp_extract({text}, {lit(UK_TIMESTAMP)}, [{', '.join(map(lit, UK_GROUPS))}])"
+    is_iso = f"regexp_matches({text}, {lit(ISO_TIMESTAMP)})"
+    is_uk = f"(NOT {is_iso} AND regexp_matches({text}, {lit(UK_TIMESTAMP)}))"
+    parts = [f"{is_iso} AS ts_is_iso", f"{is_uk} AS ts_is_uk"]
+    for name in ("year", "month", "day", "hour", "minute", "second"):
+        parts.append(
+            f"coalesce(CASE WHEN {is_iso} THEN TRY_CAST(nullif(({iso}).{name}, '') AS BIGINT) "
+            f"WHEN {is_uk} THEN TRY_CAST(nullif(({uk}).{name}, '') AS BIGINT) END, 0) "
+            f"AS ts_{name}"
+        )
+    for name in ("offset_hour", "offset_minute"):
+        parts.append(
+            f"coalesce(CASE WHEN {is_iso} THEN TRY_CAST(nullif(({iso}).{name}, '') AS BIGINT) "
+            f"END, 0) AS ts_{name}"
+        )
+    parts.append(f"CASE WHEN {is_iso} THEN ({iso}).zone ELSE '' END AS ts_zone")
+    parts.append(f"CASE WHEN {is_iso} THEN ({iso}).sign ELSE '' END AS ts_sign")
+    return ",\n    ".join(parts)
 
-    "Parses and formats back to the same text" (``features.quality.parse_timestamp``) is
-    "has exactly this shape and parses": a cheap regex instead of a strftime per row.
-    """
-    parts = re.split(r"(%.)", fmt)
-    out = []
-    for part in parts:
-        if part.startswith("%"):
-            if part not in _FIELD_WIDTH:
-                raise RuntimeError(f"timestamp directive {part} has no known width")
-            out.append(rf"\d{{{_FIELD_WIDTH[part]}}}")
-        else:
-            out.append(re.escape(part))
-    return "^" + "".join(out) + "$"
 
-
-def _parse_timestamp(text: str, formats: tuple[str, ...]) -> str:
-    """First format that parses ``text`` *and* formats back to it, as in
-    ``features.quality.parse_timestamp``: fields zero-padded, the date must exist."""
-    branches = " ".join(
-        f"WHEN regexp_matches({text}, {lit(_shape(f))}) "
-        f"AND try_strptime({text}, {lit(f)}) IS NOT NULL THEN try_strptime({text}, {lit(f)})"
-        for f in formats
+def _timestamp_seconds() -> tuple[str, str]:
+    """(the parts make a real date and time, UK wall-clock epoch seconds) over the columns
+    of ``_timestamp_columns``."""
+    first = _days_from_civil("ts_year", "ts_month", "1")
+    following = _days_from_civil("ts_year", "ts_month + 1", "1")
+    ok = [
+        "(ts_is_iso OR ts_is_uk)",
+        "ts_month BETWEEN 1 AND 12",
+        "ts_day >= 1",
+        f"ts_day <= {following} - {first}",
+        *(f"ts_{name} <= {largest}" for name, largest in FIELD_MAX.items()),
+    ]
+    wall = f"(({first} + ts_day - 1) * 86400 + ts_hour * 3600 + ts_minute * 60 + ts_second)"
+    offset = (
+        "((ts_offset_hour * 3600 + ts_offset_minute * 60) "
+        "* CASE WHEN ts_sign = '-' THEN -1 ELSE 1 END)"
     )
-    return f"CASE {branches} END"
+    # An instant (Z or an offset) is read on the UK wall clock: ICU's Europe/London.
+    zoned = f"CAST(epoch(timezone({lit(UK_ZONE)}, to_timestamp({wall} - {offset}))) AS BIGINT)"
+    seconds = f"CASE WHEN ts_zone <> '' THEN {zoned} ELSE {wall} END"
+    return " AND ".join(f"({c})" for c in ok), seconds
 
 
 def _trim(expr: str) -> str:
@@ -143,13 +187,7 @@ def _pounds(pence: str) -> str:
 
 def read_header(path: Path) -> tuple[list[str], str]:
     """(column names, delimiter) the way ``features.reader`` finds them."""
-    with path.open("rb") as handle:
-        first = handle.readline()
-    if first.startswith(BOM):
-        first = first[len(BOM) :]
-    line = first.decode("utf-8").rstrip("\r\n")
-    delimiter = sniff_delimiter(line)
-    return next(csv.reader([line], delimiter=delimiter)), delimiter
+    return reader_header(path, "transactions")
 
 
 def _source_sql(path: Path, width: int, delimiter: str, store_rejects: bool) -> str:
@@ -158,9 +196,56 @@ def _source_sql(path: Path, width: int, delimiter: str, store_rejects: bool) -> 
     return (
         f"read_csv({lit(str(path))}, header = true, auto_detect = false, all_varchar = true,"
         f" columns = {{{columns}}}, delim = {lit(delimiter)}, quote = '\"', escape = '\"',"
-        f" allow_quoted_nulls = false, null_padding = false, max_line_size = {BLOCK_BYTES},"
-        f" {errors})"
+        f" allow_quoted_nulls = false, null_padding = false,"
+        f" max_line_size = {MAX_RECORD_BYTES + 1}, {errors})"
     )
+
+
+@dataclass
+class Prepared:
+    """What DuckDB reads (the file, or a copy without the lines the row rule sets aside) and
+    how many lines were set aside, by reason."""
+
+    path: Path
+    set_aside: dict[str, int] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def prepare(path: Path) -> Iterator[Prepared]:
+    """Apply the shared row rule (module doc); a copy, if one is needed, is deleted after."""
+    scan = open_csv(path, "transactions").blocks.scan()  # type: ignore[union-attr]
+    if not (scan.unterminated or scan.nul or scan.lone_cr):
+        yield Prepared(path)
+        return
+    stream = open_csv(path, "transactions")
+    set_aside = dict.fromkeys(SET_ASIDE, 0)
+    codes = {1 + i: name for i, name in enumerate(("unterminated_quote", MALFORMED, "nul_byte"))}
+    handle, name = tempfile.mkstemp(suffix=".csv", prefix="duckdb-rows-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            writer = csv.writer(_Text(out), delimiter=stream.delimiter, lineterminator="\n")
+            writer.writerow(stream.header)
+            for batch in stream.batches:
+                reject = batch.column(REJECT).to_numpy()
+                for code, raw in zip(reject, batch.column(RAW).to_pylist(), strict=True):
+                    reason = codes.get(int(code))
+                    if reason in set_aside:
+                        set_aside[reason] += 1
+                    else:
+                        out.write(raw + b"\n")
+        yield Prepared(Path(name), set_aside)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+class _Text:
+    """A text view of a binary file for csv.writer (the header only)."""
+
+    def __init__(self, binary) -> None:  # type: ignore[no-untyped-def]
+        self.binary = binary
+
+    def write(self, text: str) -> None:
+        self.binary.write(text.encode("utf-8"))
 
 
 def checked_sql(
@@ -184,7 +269,7 @@ def checked_sql(
         return f"c{positions[name]}" if name in positions else "''"
 
     earliest = int(EARLIEST_TIMESTAMP.timestamp())
-    latest = int(now.timestamp()) + FUTURE_TOLERANCE_SECONDS
+    latest = uk_now(now) + FUTURE_TOLERANCE_SECONDS
     checks = {
         "missing_customer_id": "customer_id = ''",
         "missing_transaction_id": "transaction_id = ''",
@@ -194,7 +279,7 @@ def checked_sql(
         "amount_out_of_range": "amount_pence IS NULL OR "
         f"abs(amount_pence) > {MAX_ABS_AMOUNT_PENCE}",
         "missing_timestamp": "ts_text = ''",
-        "invalid_timestamp": "ts IS NULL",
+        "invalid_timestamp": "ts_seconds IS NULL",
         "timestamp_out_of_range": f"ts_seconds < {earliest} OR ts_seconds > {latest}",
         "invalid_type": f"type_text <> '' AND type_text NOT IN {_in(DEBIT_WORDS + CREDIT_WORDS)}",
     }
@@ -208,7 +293,9 @@ def checked_sql(
         if dedup
         else "SELECT *, 1 AS copies FROM raw"
     )
-    timestamp = _trim(column("timestamp"))
+    ts_ok, ts_seconds = _timestamp_seconds()
+    line_break = " OR ".join(f"regexp_matches({c}, '[\\r\\n]')" for c in raw_columns)
+    zeros, keep = AMOUNT_LEADING_ZEROS
     return f"""
 WITH raw AS (
   SELECT row_number() OVER () AS rn, {", ".join(f"coalesce({c}, '') AS {c}" for c in raw_columns)}
@@ -220,32 +307,33 @@ texts AS (
     {_trim(column("customer_id"))} AS customer_id,
     {_trim(column("transaction_id"))} AS transaction_id,
     {_trim(column("amount"))} AS amount_text,
-    CASE WHEN ends_with({timestamp}, 'Z') THEN substr({timestamp}, 1, length({timestamp}) - 1)
-      ELSE {timestamp} END AS ts_text,
+    {_trim(column("timestamp"))} AS ts_text,
     {column("type")} AS type_raw,
     lower({_trim(column("type"))}) AS type_text,
-    {column("description")} AS description
+    {column("description")} AS description,
+    ({line_break}) AS line_break
   FROM distinct_rows
 ),
 typed AS (
   SELECT *,
     regexp_matches(amount_text, {lit(AMOUNT_PATTERN)}) AS amount_ok,
-    {_parse_timestamp("ts_text", ISO_FORMATS)} AS ts_iso
+    {_timestamp_columns("ts_text")}
   FROM texts
 ),
 timed AS (
   SELECT *,
     -- DECIMAL(18,2) is exact and int64-backed (DECIMAL(20,2) parses ~50x slower); a
-    -- well-formed amount too long for it is far beyond the range limit anyway.
-    CASE WHEN amount_ok THEN CAST(
-      try_cast(regexp_replace(amount_text, '[£,]', '', 'g') AS DECIMAL(18, 2)) * 100 AS BIGINT)
-    END AS amount_pence,
-    coalesce(ts_iso, {_parse_timestamp("ts_text", UK_FORMATS)}) AS ts
+    -- well-formed amount too long for it is far beyond the range limit anyway. Leading
+    -- zeros do not count (features.quality.parse_amount_pence).
+    CASE WHEN amount_ok THEN CAST(try_cast(regexp_replace(
+      regexp_replace(amount_text, '[£,]', '', 'g'), {lit(zeros)}, {lit(keep)}
+    ) AS DECIMAL(18, 2)) * 100 AS BIGINT) END AS amount_pence,
+    CASE WHEN {ts_ok} THEN {ts_seconds} END AS ts_seconds
   FROM typed
 ),
 checked AS (
   SELECT *,
-    epoch_us(ts) // 1000000 AS ts_seconds,
+    make_timestamp(ts_seconds * 1000000) AS ts,
     CASE {reason} END AS reason,
     CASE WHEN type_text IN {_in(DEBIT_WORDS)} OR (type_text = '' AND amount_pence < 0)
       THEN -abs(amount_pence) ELSE abs(amount_pence) END AS signed_pence
@@ -276,7 +364,8 @@ def _findings() -> dict[str, str]:
         "missing_type": "type_text = ''",
         "sign_disagrees_with_type": "type_text <> '' AND signed_pence <> amount_pence",
         "missing_description": f"{_trim('description')} = ''",
-        "non_iso_timestamp": "ts_iso IS NULL",
+        "quoted_line_break": "line_break",
+        "non_iso_timestamp": "ts_is_uk",
         "large_amount": f"abs(amount_pence) >= {LARGE_AMOUNT_PENCE}",
     }
     if set(findings) != set(FINDINGS):
@@ -387,10 +476,22 @@ customers AS (
 dated AS (
   SELECT *, max(last_ts) OVER () AS as_of_ts FROM customers
 )
+SELECT * FROM (
 SELECT {ID},
   {features}
 FROM dated
+) WHERE {_within_bounds()}
 ORDER BY {ID}"""
+
+
+def _within_bounds() -> str:
+    """Customers whose features lie in ``features.definitions.feature_bounds`` (others are
+    withheld, as ``features.pipeline.withhold_out_of_range`` does)."""
+    return " AND ".join(
+        f"({f.name} >= {float(low)!r} AND {f.name} <= {float(high)!r})"
+        for f in FEATURES
+        for low, high in [feature_bounds(f)]
+    )
 
 
 _FLOAT_FEATURES = {
@@ -432,9 +533,10 @@ def rows_with_reason(path: Path, now: datetime, reason: str) -> pd.DataFrame:
     """(customer_id, transaction_id) of the rows this engine quarantines for ``reason``
     (row-level reasons only): used to explain a difference between engines."""
     header, delimiter = read_header(path)
-    sql = f"""{checked_sql(path, header, delimiter, now, dedup=False)}
+    with prepare(path) as source:
+        sql = f"""{checked_sql(source.path, header, delimiter, now, dedup=False)}
 SELECT DISTINCT {ID}, transaction_id FROM checked WHERE reason = {lit(reason)}"""
-    return connect().execute(sql).df()
+        return connect().execute(sql).df()
 
 
 def connect(threads: int | None = None, memory_limit: str | None = None) -> Connection:
@@ -450,14 +552,17 @@ def connect(threads: int | None = None, memory_limit: str | None = None) -> Conn
 def run_features(path: Path, now: datetime, con: Connection | None = None) -> pd.DataFrame:
     """Per-customer features, columns ``customer_id`` + ``FEATURE_NAMES``, sorted by id."""
     con = con or connect()
-    return con.execute(features_sql(path, now)).df()
+    with prepare(path) as source:
+        return con.execute(features_sql(source.path, now)).df()
 
 
 def run_counts(path: Path, now: datetime, con: Connection | None = None) -> dict:
     """Row accounting like the pipeline's report: rows_in/used/duplicate/quarantined, the
     count per quarantine reason (malformed rows from DuckDB's rejects table) and findings."""
     con = con or connect()
-    frame = con.execute(counts_sql(path, now)).df().set_index("status")
+    with prepare(path) as source:
+        frame = con.execute(counts_sql(source.path, now)).df().set_index("status")
+        set_aside = source.set_aside
     # One rejected line can carry several errors; an encoding error decides its reason.
     rejected = con.execute(
         "SELECT bad, count(*) AS n FROM ("
@@ -469,6 +574,8 @@ def run_counts(path: Path, now: datetime, con: Connection | None = None) -> dict
     for bad_utf8, n in rejected:
         code = INVALID_UTF8 if bad_utf8 else MALFORMED
         reasons[code] = reasons.get(code, 0) + int(n)
+    for code, n in set_aside.items():
+        reasons[code] = reasons.get(code, 0) + n
     used = by_status.get(USED, 0)
     duplicate = int(frame["duplicates"].sum())
     quarantined = sum(reasons.values())
@@ -500,9 +607,10 @@ def main(argv: list[str] | None = None) -> int:
     con = connect(args.threads)
     started = time.perf_counter()
     target = args.out / "features.parquet"
-    con.execute(
-        f"COPY ({features_sql(args.transactions, now)}) TO {lit(str(target))} (FORMAT parquet)"
-    )
+    with prepare(args.transactions) as source:
+        con.execute(
+            f"COPY ({features_sql(source.path, now)}) TO {lit(str(target))} (FORMAT parquet)"
+        )
     print(f"features written in {time.perf_counter() - started:.2f} s", file=sys.stderr)
     if args.counts:
         counts = run_counts(args.transactions, now, con)

@@ -17,6 +17,21 @@ Commit protocol, so a half-written batch never carries ``_SUCCESS``:
    last. Bad data writes ``error.json`` last instead and does not raise (so the runtime
    does not retry it); storage errors raise (so it does).
 
+   Any other failure while reading the data (a bug the data triggered) also writes
+   ``error.json``: retrying the same bytes would fail the same way, forever.
+
+What ``_SUCCESS`` means (the contract for consumers, also in ``features/README.md``): the
+outputs it lists (with their sha256) were produced from the inputs it lists (with their
+etags). Outputs never outlive their input: when ``transactions.csv`` is deleted, the next
+run for the batch (``handle_blob_deleted``, ``reconcile_batches``, or any event for the batch)
+removes the outputs and ``_SUCCESS`` and leaves ``_WITHDRAWN`` saying why; when
+``labels.csv`` is deleted the batch is reprocessed without labels. Between the deletion and
+that run, ``verify_batch`` tells a consumer the outputs no longer match their inputs.
+
+Batch names must match ``BATCH_NAME`` (segments of letters, digits, ``.``, ``_`` and ``-``,
+not starting with ``.``, ``_`` or ``-``, not ending with ``.``); anything else is ignored and
+logged only in escaped form, so a blob name cannot forge a log line.
+
 Inputs are streamed from storage chunk by chunk into the chunked pipeline. The report's
 ``generated_at`` is the inputs' upload time and ``now`` is the transactions' upload time, so
 reprocessing the same upload gives the same bytes (``elapsed_seconds`` aside).
@@ -30,6 +45,7 @@ import io
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -57,7 +73,7 @@ RAW, CURATED, QUARANTINE, MODELS = "raw", "curated", "quarantine", "models"
 CONTAINERS = (RAW, CURATED, QUARANTINE, MODELS)
 TRANSACTIONS, LABELS = "transactions.csv", "labels.csv"
 TRAINING_SET, FEATURES, PREDICTIONS = "training_set.csv", "features.csv", "predictions.csv"
-REPORT, SUCCESS, ERROR = "dq_report.json", "_SUCCESS", "error.json"
+REPORT, SUCCESS, ERROR, WITHDRAWN = "dq_report.json", "_SUCCESS", "error.json", "_WITHDRAWN"
 REJECTED_ROWS, REJECTED_LABELS = "rejected_rows.csv", "rejected_labels.csv"
 # Every blob a run may leave behind, so a rerun can remove what it no longer produces.
 CURATED_OUTPUTS = (TRAINING_SET, FEATURES, PREDICTIONS, REPORT)
@@ -66,6 +82,12 @@ LOCK_PREFIX = "_locks/"
 STORAGE_SETTING = "AzureWebJobsStorage"
 CSV_TYPE, JSON_TYPE = "text/csv; charset=utf-8", "application/json"
 MAX_BATCH_NAME = 200
+# One batch name pattern: "/"-separated segments; each starts with a letter or digit, holds
+# only letters, digits, ".", "_" and "-", and does not end with "." (Azure advises against
+# names and segments ending in a dot). No spaces, backslashes or control characters: a
+# backslash becomes "/" in some tools, and a line break would forge a log line.
+SEGMENT = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_-])?"
+BATCH_NAME = re.compile(rf"{SEGMENT}(?:/{SEGMENT}){{0,9}}")
 
 # Azurite's development account. Its key is the public, documented emulator constant (the
 # same for every Azurite install); it is not a secret and only ever reaches 127.0.0.1.
@@ -123,6 +145,10 @@ class BatchStore(Protocol):
 
     def lock(self, key: str) -> AbstractContextManager[None]: ...
 
+    def list_names(self, container: str, prefix: str) -> Iterator[str]:
+        """Names of the blobs in ``container`` starting with ``prefix``."""
+        ...
+
 
 Predictor = Callable[[pd.DataFrame], pd.DataFrame]
 
@@ -133,6 +159,7 @@ class Outcome(StrEnum):
     WAITING = "waiting"  # no transactions yet
     SKIPPED = "skipped"  # these exact inputs were already processed
     IGNORED = "ignored"  # not a batch input file
+    WITHDRAWN = "withdrawn"  # the transactions were deleted: outputs removed
 
 
 @dataclass
@@ -151,17 +178,24 @@ class BatchResult:
 def parse_blob_path(path: str) -> tuple[str, str] | None:
     """``(batch, file)`` for ``[raw/]<batch>/transactions.csv|labels.csv``, else None.
 
-    Batch names may contain ``/`` (e.g. ``2025/06/bank-a``); names starting with ``_`` are
-    reserved (``_locks``), and empty, ``.`` or ``..`` segments are refused.
+    Batch names may contain ``/`` (e.g. ``2025/06/bank-a``) and must match ``BATCH_NAME``
+    in full, at most ``MAX_BATCH_NAME`` characters (so ``_locks``, ``..``, empty segments,
+    backslashes and control characters are all refused).
     """
     name = path.removeprefix(f"{RAW}/")
     batch, _, file = name.rpartition("/")
-    if file not in (TRANSACTIONS, LABELS) or not batch or len(batch) > MAX_BATCH_NAME:
+    if file not in (TRANSACTIONS, LABELS) or len(batch) > MAX_BATCH_NAME:
         return None
-    segments = batch.split("/")
-    if batch.startswith("_") or any(s in ("", ".", "..") for s in segments):
+    if not BATCH_NAME.fullmatch(batch):
         return None
     return batch, file
+
+
+def safe_name(name: str, limit: int = 120) -> str:
+    """A blob name for a log line: escaped (no line breaks or control characters survive)
+    and cut to ``limit`` characters."""
+    shown = ascii(name[:limit])
+    return shown + ("..." if len(name) > limit else "")
 
 
 # ---------------------------------------------------------------- orchestration
@@ -173,7 +207,12 @@ def handle_blob_event(
     """What the blob trigger does for one uploaded blob."""
     parsed = parse_blob_path(blob_path)
     if parsed is None:
-        log.warning("blob event ignored: not <batch>/%s or <batch>/%s", TRANSACTIONS, LABELS)
+        log.warning(
+            "blob event ignored: %s is not <batch>/%s or <batch>/%s with a valid batch name",
+            safe_name(blob_path),
+            TRANSACTIONS,
+            LABELS,
+        )
         return BatchResult(batch=None, outcome=Outcome.IGNORED)
     batch, file = parsed
     log.info("blob event batch=%s file=%s", batch, file)
@@ -194,6 +233,8 @@ def _process_locked(
     started = time.monotonic()
     transactions = store.stat(RAW, f"{batch}/{TRANSACTIONS}")
     if transactions is None:
+        if _withdraw(store, batch):
+            return BatchResult(batch=batch, outcome=Outcome.WITHDRAWN)
         log.info("batch=%s outcome=waiting (no %s yet)", batch, TRANSACTIONS)
         return BatchResult(batch=batch, outcome=Outcome.WAITING)
     labels = store.stat(RAW, f"{batch}/{LABELS}")
@@ -207,13 +248,122 @@ def _process_locked(
 
     store.delete(CURATED, f"{batch}/{SUCCESS}")
     store.delete(CURATED, f"{batch}/{ERROR}")
+    store.delete(CURATED, f"{batch}/{WITHDRAWN}")
     uploaded = max(i.last_modified for i in (transactions, labels) if i is not None)
     try:
         run = _run(store, batch, transactions, labels, predict)
     except InputError as exc:
         return _publish_error(store, batch, inputs, str(exc), started)
+    except Exception as exc:
+        if _is_transient(exc):
+            raise
+        # The data made the job fail in a way we did not foresee. The same bytes would fail
+        # the same way on every retry, so this is recorded like bad input. The message may
+        # quote the data: only the exception's type and place are kept.
+        where = _innermost(exc)
+        log.error("batch=%s outcome=error unexpected %s at %s", batch, type(exc).__name__, where)
+        reason = (
+            f"internal error while processing the input ({type(exc).__name__} at {where}); "
+            "the input was not used. Please report this batch"
+        )
+        return _publish_error(store, batch, inputs, reason, started)
     run.report["generated_at"] = uploaded.isoformat(timespec="seconds")
     return _publish(store, batch, inputs, run, started)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Storage, network and lock errors: worth retrying (the runtime retries the event)."""
+    if isinstance(exc, OSError | MemoryError | BatchBusyError | TimeoutError):
+        return True
+    try:
+        from azure.core.exceptions import AzureError
+    except ImportError:  # pragma: no cover - the SDK is a runtime dependency
+        return False
+    return isinstance(exc, AzureError)
+
+
+def _innermost(exc: BaseException) -> str:
+    """``file:line`` where the exception was raised (no message: it may hold data)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "unknown"
+    return f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+
+
+def _withdraw(store: BatchStore, batch: str) -> bool:
+    """Remove the outputs of a batch whose transactions are gone; True if there were any.
+
+    ``_WITHDRAWN`` records what was withdrawn and why, for consumers who saw the batch.
+    """
+    markers = {m: store.read_small(CURATED, f"{batch}/{m}") for m in (SUCCESS, ERROR)}
+    if not any(v is not None for v in markers.values()):
+        return False
+    previous: dict[str, Any] = {}
+    for raw in markers.values():
+        if raw is not None:
+            with contextlib.suppress(ValueError, AttributeError):
+                previous = json.loads(raw).get("inputs") or {}
+    store.delete(CURATED, f"{batch}/{SUCCESS}")
+    store.delete(CURATED, f"{batch}/{ERROR}")
+    _remove_stale(store, batch, keep=set())
+    body = {
+        "batch": batch,
+        "status": "withdrawn",
+        "reason": f"raw/{batch}/{TRANSACTIONS} was deleted; the outputs made from it are removed",
+        "inputs": previous,
+    }
+    store.write(CURATED, f"{batch}/{WITHDRAWN}", _json_bytes(body), JSON_TYPE)
+    log.info("batch=%s outcome=withdrawn (its %s was deleted)", batch, TRANSACTIONS)
+    return True
+
+
+def verify_batch(store: BatchStore, batch: str) -> bool:
+    """True only if ``_SUCCESS`` exists and every input it records still exists unchanged
+    (same etag), and no input it did not use has appeared: the check a consumer makes
+    before trusting ``curated/<batch>/``."""
+    raw = store.read_small(CURATED, f"{batch}/{SUCCESS}")
+    if raw is None:
+        return False
+    try:
+        recorded = json.loads(raw).get("inputs") or {}
+    except (ValueError, AttributeError):
+        return False
+    for key, name in (("transactions", TRANSACTIONS), ("labels", LABELS)):
+        now = store.stat(RAW, f"{batch}/{name}")
+        then = recorded.get(key)
+        if (now is None) != (then is None):
+            return False
+        if now is not None and then is not None and now.etag != then.get("etag"):
+            return False
+    return True
+
+
+def handle_blob_deleted(
+    store: BatchStore, blob_path: str, predict: Predictor | None = None
+) -> BatchResult:
+    """What a BlobDeleted event for ``raw/<batch>/...`` does: bring the batch's outputs in
+    line with the inputs that are left (withdrawn, or reprocessed without labels)."""
+    return handle_blob_event(store, blob_path, predict)
+
+
+def reconcile_batches(store: BatchStore, predict: Predictor | None = None) -> list[BatchResult]:
+    """Re-check every batch that has a marker and fix those whose inputs changed or went
+    away (for a timer: catches deletions whose events were lost)."""
+    results = []
+    batches = sorted(
+        {
+            name.rpartition("/")[0]
+            for name in store.list_names(CURATED, "")
+            if name.rpartition("/")[2] in (SUCCESS, ERROR)
+        }
+    )
+    for batch in batches:
+        if not BATCH_NAME.fullmatch(batch) or verify_batch(store, batch):
+            continue
+        results.append(process_batch(store, batch, predict=predict))
+    return results
 
 
 def _already_done(store: BatchStore, batch: str, inputs: dict[str, Any]) -> bool:
@@ -566,6 +716,11 @@ class BlobStore:
 
         with contextlib.suppress(ResourceNotFoundError):
             self._blob(container, name).delete_blob()
+
+    def list_names(self, container: str, prefix: str) -> Iterator[str]:
+        client = self.service.get_container_client(container)
+        for blob in client.list_blobs(name_starts_with=prefix or None):
+            yield blob.name
 
     @contextmanager
     def lock(self, key: str) -> Iterator[None]:

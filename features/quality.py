@@ -91,7 +91,13 @@ RULES: tuple[Rule, ...] = (
         "removed (first copy kept)",
         "Row identical in every field to an earlier row.",
     ),
-    Rule("malformed_row", "*", "quarantined", "Row has the wrong number of fields."),
+    Rule(
+        "malformed_row",
+        "*",
+        "quarantined",
+        "Row has the wrong number of fields, or text between a closing quote and the next "
+        'delimiter (e.g. "a"b).',
+    ),
     Rule(
         "unterminated_quote",
         "*",

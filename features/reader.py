@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from features.quality import MAX_COLUMNS, MAX_RECORD_BYTES
-from features.records import Lines, quote_stats, segment, split_lines
+from features.records import Lines, Segments, quote_stats, segment, split_lines
 from features.schema import InputError
 
 DELIMITERS = (",", ";", "\t", "|")
@@ -69,12 +69,24 @@ def decode_utf8(columns: list[pa.Array]) -> tuple[list[pa.Array], np.ndarray]:
 
 
 @dataclass
+class RowScan:
+    """What ``RowBlocks.scan`` finds: rows, stray quotes, multi-line rows, lone CRs, NULs."""
+
+    rows: int = 0
+    unterminated: int = 0
+    spanning: int = 0
+    lone_cr: int = 0
+    nul: bool = False
+
+
+@dataclass
 class CsvStream:
     """An opened CSV: its header, its delimiter, and its rows as Arrow record batches."""
 
     header: list[str]
     delimiter: str
     batches: Iterator[pa.RecordBatch]
+    blocks: RowBlocks | None = None  # for ``scan`` instead of ``batches`` (not both)
 
 
 def sniff_delimiter(header_line: str) -> str:
@@ -140,6 +152,13 @@ def _parse_header(line: bytes, label: str) -> tuple[list[str], str]:
     return header, delimiter
 
 
+def read_header(path: str | Path, label: str) -> tuple[list[str], str]:
+    """(header names, delimiter) of a CSV file, found as ``open_csv`` finds them."""
+    with Path(path).open("rb") as stream:
+        line, _ = _read_header(stream, label)
+        return _parse_header(line, label)
+
+
 def open_csv(source: Source, label: str) -> CsvStream:
     """Open a CSV file or binary stream for block-wise reading, or raise ``InputError``."""
     if isinstance(source, str | Path):
@@ -161,7 +180,7 @@ def open_csv(source: Source, label: str) -> CsvStream:
         stream.close()
         raise
     blocks = RowBlocks(stream, rest, header, delimiter, label)
-    return CsvStream(header=header, delimiter=delimiter, batches=blocks.batches())
+    return CsvStream(header=header, delimiter=delimiter, batches=blocks.batches(), blocks=blocks)
 
 
 class RowBlocks:
@@ -186,7 +205,9 @@ class RowBlocks:
         meta = [(LINE, pa.int64()), (REJECT, pa.int8()), (SPANS, pa.bool_()), (RAW, pa.binary())]
         self.schema = pa.schema([*((n, pa.binary()) for n in self.names), *meta])
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
+    def _cut(self) -> Iterator[tuple[bytes, np.ndarray, Lines, Segments, int]]:
+        """(block bytes, as uint8, its lines, the rows found, line number of its first line)
+        for each block; bytes of an unfinished row are carried into the next block."""
         try:
             carry, line_number, eof = self.rest, 2, False
             while True:
@@ -202,18 +223,38 @@ class RowBlocks:
                     carry = data
                     continue
                 found = segment(buf, lines, ord(self.delimiter), self.width, eof)
-                batch = self._block(data, buf, lines, found, line_number)
-                if batch.num_rows:
-                    yield batch
+                yield data, buf, lines, found, line_number
                 line_number += found.consumed
-                if found.consumed < len(lines):
-                    carry = data[int(lines.start[found.consumed]) :]
-                else:
-                    carry = data[int(lines.after[-1]) :]
+                rest = (
+                    lines.start[found.consumed] if found.consumed < len(lines) else lines.after[-1]
+                )
+                carry = data[int(rest) :]
                 if eof and not carry:
                     return
         finally:
             self.stream.close()
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """The rows of the body, block by block (module doc for the columns)."""
+        for data, buf, lines, found, line_number in self._cut():
+            batch = self._block(data, buf, lines, found, line_number)
+            if batch.num_rows:
+                yield batch
+
+    def scan(self) -> RowScan:
+        """Count rows and what the reader would set aside, without parsing fields (cheap)."""
+        seen = RowScan()
+        for data, buf, lines, found, _ in self._cut():
+            seen.rows += len(found.first) + len(found.broken)
+            seen.unterminated += len(found.broken)
+            seen.spanning += int((found.last != found.first).sum())
+            done = found.consumed
+            ended = lines.after[:done] > lines.end[:done]
+            ends = lines.end[:done][ended]
+            seen.lone_cr += int(((buf[ends] == 13) & (lines.after[:done][ended] == ends + 1)).sum())
+            if done and b"\x00" in data[: int(lines.after[done - 1])]:
+                seen.nul = True
+        return seen
 
     def _check_lengths(self, lines: Lines, size: int, first_line: int, eof: bool) -> None:
         long = np.flatnonzero(lines.end - lines.start > MAX_RECORD_BYTES)
@@ -229,12 +270,12 @@ class RowBlocks:
         )
 
     def _block(
-        self, data: bytes, buf: np.ndarray, lines: Lines, found, first_line: int
+        self, data: bytes, buf: np.ndarray, lines: Lines, found: Segments, first_line: int
     ) -> pa.RecordBatch:
         """One batch: the rows found in ``data``, parsed, plus the rows the reader rejects."""
         row_start = lines.start[found.first]
         row_end = lines.end[found.last]
-        rejected = np.zeros(len(found.first), dtype=np.int8)
+        rejected = np.where(found.messy, _MALFORMED, 0).astype(np.int8)
         if b"\x00" in data:
             nul = np.flatnonzero(buf == 0)
             row = np.searchsorted(row_start, nul, side="right") - 1
@@ -279,7 +320,7 @@ class RowBlocks:
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def _parse(
-        self, data: bytes, lines: Lines, found, parse: np.ndarray
+        self, data: bytes, lines: Lines, found: Segments, parse: np.ndarray
     ) -> tuple[pa.Table, np.ndarray]:
         """Arrow's parse of the rows in ``parse`` (indices into the rows found), and which of
         them have the header's number of fields."""

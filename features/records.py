@@ -5,7 +5,10 @@ stated in ``features/README.md``, "Rows and quoting"):
 
 * a line ends at LF, CRLF or a lone CR;
 * a field that *starts* with ``"`` is quoted: inside it ``""`` is a literal quote and line
-  breaks are content, and the next single ``"`` ends it; a ``"`` anywhere else is text;
+  breaks are content, and the next single ``"`` ends it; a ``"`` anywhere else is text.
+  The closing quote must be followed by the delimiter or the end of the line: a row with
+  text between a closing quote and the next delimiter (``"a"b``) is malformed (Arrow would
+  silently drop the quotes and keep ``ab``);
 * a row is one line, unless a quoted field is still open at the line's end: then the row
   runs on to the line where that field closes. Such a row is accepted only if the closing
   quote is followed by the delimiter or the end of the line, the row spans at most
@@ -86,12 +89,16 @@ class QuoteStats:
     ``reopens``: starting inside a quoted field, the line ends inside one (again).
     ``closes_cleanly``: starting inside, the quote that closes the field is followed by
     the delimiter or the end of the line.
+    ``messy_out`` / ``messy_in``: starting outside / inside, some other quote that closes a
+    field on the line is followed by text (the row is malformed).
     """
 
     opens: np.ndarray
     has_odd: np.ndarray
     reopens: np.ndarray
     closes_cleanly: np.ndarray
+    messy_out: np.ndarray
+    messy_in: np.ndarray
     # Odd quote runs (position, length, line, state after the run in both start states).
     run_at: np.ndarray
     run_line: np.ndarray
@@ -120,7 +127,7 @@ def quote_stats(buf: np.ndarray, lines: Lines, delimiter: int) -> QuoteStats:
     empty = np.zeros(n, dtype=bool)
     if not len(quotes):
         none = np.zeros(0, dtype=np.int64)
-        return QuoteStats(empty, empty, empty, empty, none, none, none, none)
+        return QuoteStats(empty, empty, empty, empty, empty, empty, none, none, none, none)
     new_run = np.ones(len(quotes), dtype=bool)
     new_run[1:] = quotes[1:] != quotes[:-1] + 1
     run_index = np.flatnonzero(new_run)
@@ -154,14 +161,46 @@ def quote_stats(buf: np.ndarray, lines: Lines, delimiter: int) -> QuoteStats:
     opens[line[last_on_line]] = state_out[last_on_line]
     reopens = ~has_odd.copy()
     reopens[line[last_on_line]] = state_in[last_on_line]
-    first_end = run_end[first_on_line]
-    first_line = line[first_on_line]
-    clean = first_end == lines.end[first_line]
+    # A run closes cleanly if the delimiter or the end of the line follows it.
+    clean = run_end == lines.end[line]
     not_last = ~clean
-    clean[not_last] = buf[first_end[not_last]] == delimiter
+    clean[not_last] = buf[run_end[not_last]] == delimiter
     closes_cleanly = np.zeros(n, dtype=bool)
-    closes_cleanly[first_line] = clean
-    return QuoteStats(opens, has_odd, reopens, closes_cleanly, at, line, state_out, state_in)
+    closes_cleanly[line[first_on_line]] = clean[first_on_line]
+    # Other closing runs: the state drops from 1 to 0 along the same line.
+    was_open_out = np.zeros(len(at), dtype=bool)
+    was_open_out[1:] = state_out[:-1] & ~first_on_line[1:]
+    was_open_in = np.zeros(len(at), dtype=bool)
+    was_open_in[1:] = state_in[:-1] & ~first_on_line[1:]
+    messy_out = np.zeros(n, dtype=bool)
+    messy_out[line[was_open_out & ~clean]] = True
+    messy_in = np.zeros(n, dtype=bool)
+    messy_in[line[was_open_in & ~clean]] = True
+    # An even run that starts a field outside a quoted field opens and closes one ("" or
+    # """"): it too must be followed by the delimiter or the end of the line.
+    even = ~odd
+    if even.any():
+        e_at = quotes[run_index][even]
+        e_end = e_at + length[even]
+        e_line = np.searchsorted(lines.start, e_at, side="right") - 1
+        e_starts = e_at == lines.start[e_line]
+        e_starts[~e_starts] = buf[e_at[~e_starts] - 1] == delimiter
+        e_clean = e_end == lines.end[e_line]
+        e_clean[~e_clean] = buf[e_end[~e_clean]] == delimiter
+        before = np.searchsorted(at, e_at, side="right") - 1
+        same = before >= 0
+        same[same] = line[before[same]] == e_line[same]
+        open_out = np.zeros(len(e_at), dtype=bool)
+        open_in = np.ones(len(e_at), dtype=bool)
+        open_out[same] = state_out[before[same]]
+        open_in[same] = state_in[before[same]]
+        outside_out, outside_in = ~open_out, ~open_in
+        bad = e_starts & ~e_clean
+        messy_out[e_line[bad & outside_out]] = True
+        messy_in[e_line[bad & outside_in]] = True
+    return QuoteStats(
+        opens, has_odd, reopens, closes_cleanly, messy_out, messy_in, at, line, state_out, state_in
+    )
 
 
 def delimiter_counts(
@@ -188,6 +227,7 @@ class Segments:
 
     first: np.ndarray  # line index where each row starts (file order)
     last: np.ndarray  # line index where it ends
+    messy: np.ndarray  # the row has a quote closed and followed by text (malformed)
     broken: np.ndarray  # lines rejected as unterminated_quote
     consumed: int  # lines dealt with; the rest wait for more data
 
@@ -208,13 +248,14 @@ def segment(
     openers = np.flatnonzero(stats.opens)
     if not len(openers):
         single = np.flatnonzero(~blank)
-        return Segments(single, single, np.zeros(0, dtype=np.int64), n)
+        return Segments(single, single, stats.messy_out[single], np.zeros(0, dtype=np.int64), n)
 
     odd_lines = np.flatnonzero(stats.has_odd)
     fields_out, fields_in = delimiter_counts(buf, lines, stats, delimiter)
     consumed = np.zeros(n, dtype=bool)  # continuation lines of accepted multi-line rows
     multi_first: list[int] = []
     multi_last: list[int] = []
+    multi_messy: list[bool] = []
     broken: list[int] = []
     stop = n
     resume = 0
@@ -222,6 +263,7 @@ def segment(
         if opener < resume:
             continue  # inside a row accepted above
         fields = int(fields_out[opener])
+        messy = bool(stats.messy_out[opener])
         line = opener
         verdict = "broken"
         while True:
@@ -240,6 +282,7 @@ def segment(
             ):
                 break
             fields += int(fields_in[closer])
+            messy |= bool(stats.messy_in[closer])
             if stats.reopens[closer]:
                 line = closer
                 continue
@@ -252,6 +295,7 @@ def segment(
         if verdict == "row":
             multi_first.append(opener)
             multi_last.append(closer)
+            multi_messy.append(messy)
             consumed[opener + 1 : closer + 1] = True
             resume = closer + 1
         else:
@@ -263,7 +307,9 @@ def segment(
     starts_row[stop:] = False
     first = np.flatnonzero(starts_row)
     last = first.copy()
+    messy = stats.messy_out[first]
     if multi_first:
         where = np.searchsorted(first, np.array(multi_first))
         last[where] = multi_last
-    return Segments(first, last, np.array(broken, dtype=np.int64), stop)
+        messy[where] = multi_messy
+    return Segments(first, last, messy, np.array(broken, dtype=np.int64), stop)

@@ -2,6 +2,9 @@
 
 Headers are matched case- and whitespace-insensitively ("Txn Type", " txn_type " and
 "TXN_TYPE" are the same). A file we cannot map is refused, naming the missing columns.
+Error messages name columns only in our own words (canonical names, recognised aliases,
+positions): a file without a header row has customer data in its first line, and error
+lines end up in logs.
 """
 
 from __future__ import annotations
@@ -76,16 +79,17 @@ def map_columns(
             extra.append(name)
             continue
         if canonical in positions:
-            first = header[positions[canonical]]
+            first = positions[canonical]
             raise InputError(
-                f"{file_label}: columns '{first}' and '{name}' both mean '{canonical}'; "
-                "keep one of them"
+                f"{file_label}: columns {first + 1} ('{header_key(header[first])}') and "
+                f"{position + 1} ('{header_key(name)}') both mean '{canonical}'; keep one of them"
             )
         positions[canonical] = position
     missing = [c for c in required if c not in positions]
     if missing:
-        found = ", ".join(header) if header else "nothing"
+        known = ", ".join(sorted(positions, key=positions.__getitem__)) or "none"
         raise InputError(
-            f"{file_label}: missing required column(s): {', '.join(missing)} (found: {found})"
+            f"{file_label}: missing required column(s): {', '.join(missing)} (the first line "
+            f"has {len(header)} column(s); recognised: {known}). Is the header row missing?"
         )
     return ColumnMap(positions=positions, extra=tuple(extra))

@@ -45,7 +45,7 @@ def reasons(result) -> dict[str, str]:
 REFUSED = {
     "empty.csv": "transactions: the file is empty",
     "header_only.csv": "transactions: has a header but no data rows",
-    "duplicate_header.csv": "columns 'amount' and 'amount' both mean 'amount'",
+    "duplicate_header.csv": "columns 4 ('amount') and 5 ('amount') both mean 'amount'",
     "missing_columns.csv": "missing required column(s): timestamp",
 }
 

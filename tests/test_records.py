@@ -35,10 +35,11 @@ def reference_lines(data: bytes) -> list[tuple[int, int, int]]:
 
 def reference_rows(
     data: bytes, width: int, max_lines: int, max_bytes: int
-) -> tuple[list[tuple[int, int]], list[int]]:
-    """The rule of features.records, read literally: (rows as line ranges, broken lines)."""
+) -> tuple[list[tuple[int, int, bool]], list[int]]:
+    """The rule of features.records, read literally: (rows as (first line, last line,
+    malformed by text after a closing quote), broken lines)."""
     lines = reference_lines(data)
-    rows: list[tuple[int, int]] = []
+    rows: list[tuple[int, int, bool]] = []
     broken: list[int] = []
     first = 0
     while first < len(lines):
@@ -46,7 +47,7 @@ def reference_rows(
         if start == end:
             first += 1
             continue
-        state, fields, clean, spanned = START, 1, True, False
+        state, fields, clean, spanned, messy = START, 1, True, False, False
         line, pos, eof = first, start, False
         while True:
             if pos == lines[line][1]:  # end of the line's text
@@ -80,6 +81,8 @@ def reference_rows(
                 else:
                     if spanned and c != COMMA:
                         clean = False
+                    elif c != COMMA:
+                        messy = True
                     if c == COMMA:
                         fields += 1
                         state = START
@@ -87,7 +90,7 @@ def reference_rows(
                         state = UNQUOTED
             pos += 1
         if line == first and not eof:
-            rows.append((first, first))
+            rows.append((first, first, messy))
             first += 1
             continue
         ok = (
@@ -98,7 +101,7 @@ def reference_rows(
             and fields == width
         )
         if ok:
-            rows.append((first, line))
+            rows.append((first, line, messy))
             first = line + 1
         else:
             broken.append(first)
@@ -110,7 +113,7 @@ def scan(data: bytes, width: int, max_lines: int, max_bytes: int):
     buf = np.frombuffer(data, dtype=np.uint8)
     lines = split_lines(buf, final=True)
     found = segment(buf, lines, COMMA, width, True, max_lines, max_bytes)
-    rows = list(zip(found.first.tolist(), found.last.tolist(), strict=True))
+    rows = list(zip(found.first.tolist(), found.last.tolist(), found.messy.tolist(), strict=True))
     return lines, rows, found.broken.tolist(), found.consumed
 
 
@@ -118,7 +121,9 @@ csv_text = st.one_of(
     st.text(alphabet='ab,"\n\r ', max_size=60),
     # Denser in the structures that matter: quotes at field starts, escapes, line breaks.
     st.lists(
-        st.sampled_from(["a", ",", '"', '""', '","', ',"', '",', "\n", "\r\n", "\r", " "]),
+        st.sampled_from(
+            ["a", ",", '"', '""', '","', ',"', '",', '"b"c', "\n", "\r\n", "\r", " "]
+        ),
         max_size=30,
     ).map("".join),
 ).map(str.encode)
@@ -147,13 +152,23 @@ def test_a_stray_quote_loses_only_its_own_line() -> None:
     )
     _, rows, broken, _ = scan(body, 2, 16, 1 << 20)
     assert broken == [3]
-    assert len(rows) == 49 and all(first == last for first, last in rows)
+    assert len(rows) == 49 and all(first == last and not messy for first, last, messy in rows)
 
 
 def test_quoted_line_breaks_make_one_row() -> None:
     body = b'a,"one\r\ntwo\rthree"\nb,c\n'
     _, rows, broken, _ = scan(body, 2, 16, 1 << 20)
-    assert rows == [(0, 2), (3, 3)] and broken == []
+    assert rows == [(0, 2, False), (3, 3, False)] and broken == []
+
+
+def test_text_after_a_closing_quote_makes_the_row_malformed() -> None:
+    _, rows, broken, _ = scan(b'a,"b"x\n"c",d\n5"6,7\n"",e\n""f,g\n', 2, 16, 1 << 20)
+    assert rows == [(0, 0, True), (1, 1, False), (2, 2, False), (3, 3, False), (4, 4, True)]
+    # On the last line of a multi-line row, after the field that spanned lines closed.
+    data = b'a,"x\ny","b"c\na,"x\ny","b"\n'
+    _, rows, broken, _ = scan(data, 3, 16, 1 << 20)
+    assert rows == [(0, 1, True), (2, 3, False)] and broken == []
+    assert reference_rows(data, 3, 16, 1 << 20) == (rows, broken)
 
 
 def test_without_the_final_flag_an_open_quote_waits_for_more_data() -> None:
