@@ -121,9 +121,7 @@ csv_text = st.one_of(
     st.text(alphabet='ab,"\n\r ', max_size=60),
     # Denser in the structures that matter: quotes at field starts, escapes, line breaks.
     st.lists(
-        st.sampled_from(
-            ["a", ",", '"', '""', '","', ',"', '",', '"b"c', "\n", "\r\n", "\r", " "]
-        ),
+        st.sampled_from(["a", ",", '"', '""', '","', ',"', '",', '"b"c', "\n", "\r\n", "\r", " "]),
         max_size=30,
     ).map("".join),
 ).map(str.encode)
