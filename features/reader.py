@@ -94,7 +94,7 @@ def sniff_delimiter(header_line: str) -> str:
     return max(DELIMITERS, key=lambda d: (header_line.count(d), d == ","))
 
 
-def _read_header(stream: BinaryIO, label: str) -> tuple[bytes, bytes]:
+def read_header_line(stream: BinaryIO, label: str) -> tuple[bytes, bytes]:
     """(header line, the bytes after its line break), reading no more than needed."""
     data = stream.read(1 << 16)
     eof = not data
@@ -123,7 +123,7 @@ def _read_header(stream: BinaryIO, label: str) -> tuple[bytes, bytes]:
     return data[:end], data[after:]
 
 
-def _parse_header(line: bytes, label: str) -> tuple[list[str], str]:
+def parse_header(line: bytes, label: str) -> tuple[list[str], str]:
     if b"\x00" in line:
         raise InputError(
             f"{label}: the header contains NUL bytes; is this UTF-16 or a binary file? "
@@ -155,8 +155,8 @@ def _parse_header(line: bytes, label: str) -> tuple[list[str], str]:
 def read_header(path: str | Path, label: str) -> tuple[list[str], str]:
     """(header names, delimiter) of a CSV file, found as ``open_csv`` finds them."""
     with Path(path).open("rb") as stream:
-        line, _ = _read_header(stream, label)
-        return _parse_header(line, label)
+        line, _ = read_header_line(stream, label)
+        return parse_header(line, label)
 
 
 def open_csv(source: Source, label: str) -> CsvStream:
@@ -169,8 +169,8 @@ def open_csv(source: Source, label: str) -> CsvStream:
     else:
         stream = source
     try:
-        header_line, rest = _read_header(stream, label)
-        header, delimiter = _parse_header(header_line, label)
+        header_line, rest = read_header_line(stream, label)
+        header, delimiter = parse_header(header_line, label)
         while not rest.strip():
             more = stream.read(1 << 16)
             if not more:

@@ -222,6 +222,115 @@ def delimiter_counts(
 
 
 @dataclass
+class LineFacts:
+    """What the walk over stray and multi-line quotes needs to know about each line.
+
+    ``number`` is ascending; the lines must be contiguous from each opener over the next
+    ``max_lines`` lines (the Spark engine passes only those lines, gathered to the driver).
+    """
+
+    number: np.ndarray  # line numbers (any origin)
+    size: np.ndarray  # bytes, line break included
+    opens: np.ndarray
+    has_odd: np.ndarray
+    reopens: np.ndarray
+    closes_cleanly: np.ndarray
+    messy_out: np.ndarray
+    messy_in: np.ndarray
+    fields_out: np.ndarray  # delimiters outside quoted fields, starting outside
+    fields_in: np.ndarray  # the same, starting inside
+
+
+@dataclass
+class Walk:
+    """Positions (into ``LineFacts``) of accepted multi-line rows and of rejected lines."""
+
+    first: list[int]
+    last: list[int]
+    messy: list[bool]
+    broken: list[int]
+    stop: int | None  # position where more data is needed (None: all decided)
+
+
+def walk(
+    facts: LineFacts,
+    width: int,
+    final: bool,
+    max_lines: int = MAX_RECORD_LINES,
+    max_bytes: int = MAX_RECORD_BYTES,
+) -> Walk:
+    """Decide each line that leaves a quote open: the start of a multi-line row, or a stray
+    quote (module doc). Python loops here only over such lines."""
+    odd = np.flatnonzero(facts.has_odd)
+    cumulative = np.concatenate([[0], np.cumsum(facts.size)])
+    number = facts.number
+    found = Walk([], [], [], [], None)
+    resume = 0
+    for opener in np.flatnonzero(facts.opens).tolist():
+        if opener < resume:
+            continue  # inside a row accepted above
+        fields = int(facts.fields_out[opener])
+        messy = bool(facts.messy_out[opener])
+        at = opener
+        verdict = "broken"
+        while True:
+            k = int(np.searchsorted(odd, at, side="right"))
+            if k == len(odd):
+                too_long = number[-1] - number[opener] + 1 >= max_lines or (
+                    cumulative[-1] - cumulative[opener] > max_bytes
+                )
+                verdict = "broken" if final or too_long else "wait"
+                break
+            closer = int(odd[k])
+            if (
+                number[closer] - number[opener] + 1 > max_lines
+                or cumulative[closer + 1] - cumulative[opener] > max_bytes
+                or not facts.closes_cleanly[closer]
+            ):
+                break
+            fields += int(facts.fields_in[closer])
+            messy |= bool(facts.messy_in[closer])
+            if facts.reopens[closer]:
+                at = closer
+                continue
+            if fields + 1 == width:
+                verdict = "row"
+            break
+        if verdict == "wait":
+            found.stop = opener
+            break
+        if verdict == "row":
+            found.first.append(opener)
+            found.last.append(closer)
+            found.messy.append(messy)
+            resume = closer + 1
+        else:
+            found.broken.append(opener)
+            resume = opener + 1
+    return found
+
+
+def line_facts(
+    buf: np.ndarray, lines: Lines, delimiter: int, stats: QuoteStats | None = None
+) -> LineFacts:
+    """``LineFacts`` for every line of a buffer (line numbers from 0)."""
+    stats = stats or quote_stats(buf, lines, delimiter)
+    fields_out, fields_in = delimiter_counts(buf, lines, stats, delimiter)
+    return LineFacts(
+        number=np.arange(len(lines)),
+        size=lines.after - lines.start,
+        opens=stats.opens,
+        has_odd=stats.has_odd,
+        reopens=stats.reopens,
+        closes_cleanly=stats.closes_cleanly,
+        messy_out=stats.messy_out,
+        messy_in=stats.messy_in,
+        fields_out=fields_out,
+        fields_in=fields_in,
+    )
+
+
+@dataclass
 class Segments:
     """Rows found in a buffer, as line ranges, and the lines rejected on their own."""
 
@@ -245,71 +354,26 @@ def segment(
     n = len(lines)
     blank = lines.start == lines.end
     stats = quote_stats(buf, lines, delimiter)
-    openers = np.flatnonzero(stats.opens)
-    if not len(openers):
+    if not stats.opens.any():
         single = np.flatnonzero(~blank)
         return Segments(single, single, stats.messy_out[single], np.zeros(0, dtype=np.int64), n)
+    found = walk(line_facts(buf, lines, delimiter, stats), width, final, max_lines, max_bytes)
+    return rows_from_walk(found, blank, stats.messy_out, n)
 
-    odd_lines = np.flatnonzero(stats.has_odd)
-    fields_out, fields_in = delimiter_counts(buf, lines, stats, delimiter)
-    consumed = np.zeros(n, dtype=bool)  # continuation lines of accepted multi-line rows
-    multi_first: list[int] = []
-    multi_last: list[int] = []
-    multi_messy: list[bool] = []
-    broken: list[int] = []
-    stop = n
-    resume = 0
-    for opener in openers.tolist():
-        if opener < resume:
-            continue  # inside a row accepted above
-        fields = int(fields_out[opener])
-        messy = bool(stats.messy_out[opener])
-        line = opener
-        verdict = "broken"
-        while True:
-            k = np.searchsorted(odd_lines, line, side="right")
-            if k == len(odd_lines):
-                too_long = n - opener >= max_lines or (
-                    lines.after[-1] - lines.start[opener] > max_bytes
-                )
-                verdict = "broken" if final or too_long else "wait"
-                break
-            closer = int(odd_lines[k])
-            if (
-                closer - opener + 1 > max_lines
-                or lines.after[closer] - lines.start[opener] > max_bytes
-                or not stats.closes_cleanly[closer]
-            ):
-                break
-            fields += int(fields_in[closer])
-            messy |= bool(stats.messy_in[closer])
-            if stats.reopens[closer]:
-                line = closer
-                continue
-            if fields + 1 == width:
-                verdict = "row"
-            break
-        if verdict == "wait":
-            stop = opener
-            break
-        if verdict == "row":
-            multi_first.append(opener)
-            multi_last.append(closer)
-            multi_messy.append(messy)
-            consumed[opener + 1 : closer + 1] = True
-            resume = closer + 1
-        else:
-            broken.append(opener)
-            resume = opener + 1
 
-    starts_row = ~blank & ~consumed
-    starts_row[broken] = False
+def rows_from_walk(found: Walk, blank: np.ndarray, messy_out: np.ndarray, n: int) -> Segments:
+    """Every row (single-line and multi-line, in order) from the walk's decisions."""
+    stop = n if found.stop is None else found.stop
+    starts_row = ~blank
+    for first, last in zip(found.first, found.last, strict=True):
+        starts_row[first + 1 : last + 1] = False
+    starts_row[found.broken] = False
     starts_row[stop:] = False
     first = np.flatnonzero(starts_row)
     last = first.copy()
-    messy = stats.messy_out[first]
-    if multi_first:
-        where = np.searchsorted(first, np.array(multi_first))
-        last[where] = multi_last
-        messy[where] = multi_messy
-    return Segments(first, last, messy, np.array(broken, dtype=np.int64), stop)
+    messy = messy_out[first]
+    if found.first:
+        where = np.searchsorted(first, np.array(found.first))
+        last[where] = found.last
+        messy[where] = found.messy
+    return Segments(first, last, messy, np.array(found.broken, dtype=np.int64), stop)

@@ -7,18 +7,18 @@ lexicon and text normalisation from ``features.text``, the aggregates from
 on the per-customer aggregate table collected to the driver (one row per customer).
 Labels (small) go through the pandas labels reader, the report through ``build_report``.
 
-Two translations need care and are tested against the pandas engine:
+Rows are read with the shared row rule (``features.spark_rows``: the per-line work and the
+field split run the pandas engine's own code in pandas UDFs). Two translations need care
+and are tested against the pandas engine:
 
-* timestamps: the pandas engine keeps a ``strptime`` parse only if it formats back to the
-  same text (zero-padded fields, a real calendar date). ``strptime_regex`` turns each
-  shared format into a Java regex of exactly that shape; field ranges and the days of the
-  month are checked, and the epoch is computed with integer arithmetic (no time zone);
+* timestamps: the shared ISO 8601 and UK patterns (Java regexes read them as RE2 does),
+  field ranges and the days of the month checked with integer arithmetic, instants moved
+  to the UK wall clock with Spark's time-zone data (``quality.UK_ZONE``);
 * text: Python's Unicode ``\\W``/``\\d`` and Java's differ, so the character class of
   ``features.text.NON_LETTERS`` is enumerated from Python itself (``non_letter_class``).
 
-Row order ("first wins" for duplicates and reused transaction ids) is the row's position
-in the file: ``monotonically_increasing_id`` right after reading one CSV file, whose
-splits Spark reads as ordered partitions.
+Row order ("first wins" for duplicates and reused transaction ids) is the row's line in
+the file.
 
 Run: ``python -m features.spark --transactions <path|abfss://...> --labels ... --out ...``.
 """
@@ -26,30 +26,30 @@ Run: ``python -m features.spark --transactions <path|abfss://...> --labels ... -
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import logging
 import os
-import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import reduce
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F  # noqa: N812 (the PySpark convention)
+from pyspark.sql.types import StringType
 
 from features import aggregate as pandas_aggregate
 from features.definitions import AGGREGATES, ID, MONTH_AGGREGATES, finalise
 from features.labels import Labels
-from features.outputs import output_frames, to_csv_text
+from features.outputs import csv_rows, output_frames, to_csv_text
 from features.pipeline import (
     EXAMPLES_PER_CHECK,
+    QUARANTINE_COLUMNS,
     RAW_LINE,
     REASON,
     PipelineResult,
@@ -57,29 +57,38 @@ from features.pipeline import (
     example_column,
     join_labels,
     read_labels,
+    withhold_out_of_range,
 )
 from features.quality import (
+    AMOUNT_LEADING_ZEROS,
     AMOUNT_PATTERN,
     CREDIT_WORDS,
     DEBIT_WORDS,
     EARLIEST_TIMESTAMP,
+    FIELD_MAX,
     FINDINGS,
     FUTURE_TOLERANCE_SECONDS,
-    ISO_FORMATS,
+    ISO_GROUPS,
+    ISO_TIMESTAMP,
     LARGE_AMOUNT_PENCE,
     MAX_ABS_AMOUNT_PENCE,
     QUARANTINE_ORDER,
-    UK_FORMATS,
+    READER_RULES,
+    UK_GROUPS,
+    UK_TIMESTAMP,
+    UK_ZONE,
+    uk_now,
 )
-from features.reader import BOM, sniff_delimiter
+from features.reader import escape_raw
 from features.report import build_report, render_markdown, summary_line
 from features.schema import TRANSACTION_ALIASES, TRANSACTION_REQUIRED, InputError, map_columns
+from features.spark_rows import LINE, RAW, SPANS, Header, read_header, read_rows
+from features.spark_rows import REASON as READER_REASON
 from features.text import NON_LETTERS, category_pattern, load_lexicon
 
 log = logging.getLogger("features.spark")
 
-POS = "_pos"
-CORRUPT = "_corrupt"
+POS = LINE  # a row's file order is its line number
 MALFORMED = "malformed_row"
 CONFLICT = "conflicting_transaction_id"
 # Whitespace trimmed by Arrow's utf8_trim_whitespace (the same set as Python's isspace).
@@ -87,45 +96,8 @@ WHITESPACE_CLASS = (
     r"[\t\n\x{0B}\f\r\x{1C}-\x{20}\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}"
     r"\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}]"
 )
-# strptime directive -> (regex, field). The pandas engine keeps a parse only when it
-# formats back to the same text, so every field is zero-padded to its strftime width.
-DIRECTIVES = {
-    "Y": (r"(\d{4})", "year"),
-    "m": (r"(\d{2})", "month"),
-    "d": (r"(\d{2})", "day"),
-    "H": (r"(\d{2})", "hour"),
-    "M": (r"(\d{2})", "minute"),
-    "S": (r"(\d{2})", "second"),
-}
-# Values that format back unchanged; the day is further limited by its month.
-FIELD_RANGE = {
-    "month": (1, 12),
-    "day": (1, 31),
-    "hour": (0, 23),
-    "minute": (0, 59),
-    "second": (0, 59),
-}
-CSV_READ_OPTIONS = {
-    "header": "true",
-    "enforceSchema": "true",
-    "quote": '"',
-    "escape": '"',
-    "mode": "PERMISSIVE",
-    "columnNameOfCorruptRecord": CORRUPT,
-    "ignoreLeadingWhiteSpace": "false",
-    "ignoreTrailingWhiteSpace": "false",
-    "encoding": "UTF-8",
-}
-CSV_WRITE_OPTIONS = {
-    "header": "true",
-    "quote": '"',
-    "escape": '"',
-    "emptyValue": "",
-    "nullValue": "",
-    "ignoreLeadingWhiteSpace": "false",
-    "ignoreTrailingWhiteSpace": "false",
-    "lineSep": "\n",
-}
+
+
 LOCAL_CONF = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
@@ -166,24 +138,6 @@ def local_session(
 # ---------------------------------------------------------------------------------------
 # Rule translations (pure functions of the shared constants)
 # ---------------------------------------------------------------------------------------
-
-
-def strptime_regex(fmt: str) -> tuple[str, tuple[str, ...]]:
-    """A Java regex (anchored) with one group per strptime field, and the field names."""
-    parts, fields = ["^"], []
-    i = 0
-    while i < len(fmt):
-        char = fmt[i]
-        if char == "%":
-            pattern, name = DIRECTIVES[fmt[i + 1]]
-            parts.append(pattern)
-            fields.append(name)
-            i += 2
-            continue
-        parts.append(re.escape(char).replace(r"\ ", " "))
-        i += 1
-    parts.append("$")
-    return "".join(parts), tuple(fields)
 
 
 # Java's view of a letter (what Python's ``\w`` minus digits keeps), by Unicode category.
@@ -254,117 +208,44 @@ def days_from_civil(year: Column, month: Column, day: Column) -> Column:
     return (era * 146097 + doe - 719468).cast("long")
 
 
-FORMATS = (*ISO_FORMATS, *UK_FORMATS)
+def timestamp_parts(text: Column) -> dict[str, Column]:
+    """Step one of ``quality.parse_timestamp``: which shape ``text`` has (``iso``, ``uk``)
+    and its parts as integers (0 where absent), zone and sign as text."""
+    is_iso = F.coalesce(text.rlike(ISO_TIMESTAMP), F.lit(False))
+    is_uk = ~is_iso & F.coalesce(text.rlike(UK_TIMESTAMP), F.lit(False))
+    parts = {"iso": is_iso, "uk": is_uk}
+    for name in ("year", "month", "day", "hour", "minute", "second"):
+        iso = F.regexp_extract(text, ISO_TIMESTAMP, ISO_GROUPS.index(name) + 1)
+        uk = F.regexp_extract(text, UK_TIMESTAMP, UK_GROUPS.index(name) + 1)
+        picked = F.when(is_iso, iso).when(is_uk, uk)
+        parts[name] = F.coalesce(F.nullif(picked, F.lit("")).try_cast("long"), F.lit(0))
+    for name in ("offset_hour", "offset_minute"):
+        iso = F.regexp_extract(text, ISO_TIMESTAMP, ISO_GROUPS.index(name) + 1)
+        parts[name] = F.coalesce(
+            F.when(is_iso, F.nullif(iso, F.lit(""))).try_cast("long"), F.lit(0)
+        )
+    for name in ("zone", "sign"):
+        iso = F.regexp_extract(text, ISO_TIMESTAMP, ISO_GROUPS.index(name) + 1)
+        parts[name] = F.coalesce(F.when(is_iso, iso), F.lit(""))
+    return parts
 
 
-def timestamp_format(text: Column) -> Column:
-    """Index in ``FORMATS`` of the format trimmed text matches, or null: step one of
-    ``quality.parse_timestamp`` (step two: ``timestamp_seconds``), so no regex runs twice.
-
-    The format regexes are mutually exclusive, so "first format that parses" is "the
-    format that matches, if its fields are in range".
-    """
-    compiled = [strptime_regex(f) for f in FORMATS]
-    fmt = F.lit(None).cast("int")
-    for i in reversed(range(len(compiled))):
-        fmt = F.when(text.rlike(compiled[i][0]), F.lit(i)).otherwise(fmt)
-    return fmt
-
-
-TIME_FIELDS = ("year", "month", "day", "hour", "minute", "second")
-
-
-def timestamp_fields(text: Column, fmt: Column) -> dict[str, Column]:
-    """Each date/time field of the format chosen by ``timestamp_format`` (one regex
-    extraction per field and row; fields absent from the format are 0)."""
-    compiled = [strptime_regex(f) for f in FORMATS]
-
-    def field(name: str) -> Column:
-        value = F.lit(0).cast("long") if name in ("hour", "minute", "second") else None
-        for i, (pattern, fields) in enumerate(compiled):
-            picked = (
-                F.regexp_extract(text, pattern, fields.index(name) + 1).try_cast("long")
-                if name in fields
-                else F.lit(0).cast("long")
-            )
-            value = (
-                F.when(fmt == i, picked)
-                if value is None
-                else F.when(fmt == i, picked).otherwise(value)
-            )
-        return value
-
-    return {name: field(name) for name in TIME_FIELDS}
-
-
-def timestamp_seconds(value: dict[str, Column], fmt: Column) -> Column:
-    """Epoch seconds from ``timestamp_fields`` (staged as columns), or null when the
-    fields do not make a real date and time."""
-    in_range = reduce(
-        lambda a, b: a & b,
-        (value[f].between(low, high) for f, (low, high) in FIELD_RANGE.items()),
-    )
-    first_of_month = days_from_civil(value["year"], value["month"], F.lit(1))
-    month_days = days_from_civil(value["year"], value["month"] + 1, F.lit(1)) - first_of_month
-    in_range = in_range & (value["day"] <= month_days)
-    seconds = (
-        days_from_civil(value["year"], value["month"], value["day"]) * 86_400
-        + value["hour"] * 3600
-        + value["minute"] * 60
-        + value["second"]
-    )
-    return F.when(fmt.isNotNull() & in_range, seconds)
-
-
-# ---------------------------------------------------------------------------------------
-# Reading
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Header:
-    """The transactions file's header line, as the pandas reader would see it."""
-
-    names: list[str]
-    delimiter: str
-
-
-def read_header(spark: SparkSession, path: str, label: str) -> Header:
-    """Header names and delimiter from the first line (works for any Hadoop path)."""
-    try:
-        lines = [r.value for r in spark.read.text(path).head(2)]
-    except Exception as error:  # Spark raises AnalysisException for a missing path
-        if "PATH_NOT_FOUND" in str(error) or "does not exist" in str(error):
-            raise InputError(f"{label}: file not found") from None
-        raise
-    if not lines or not "".join(lines).strip():
-        raise InputError(f"{label}: the file is empty")
-    header_line = lines[0].removeprefix(BOM.decode("utf-8")).rstrip("\r")
-    if "\ufffd" in header_line:
-        raise InputError(f"{label}: the header is not valid UTF-8 text; is this a CSV file?")
-    if "\x00" in header_line:
-        raise InputError(f"{label}: contains NUL bytes; this is not a text CSV file")
-    if len(lines) < 2 or not lines[1].strip():
-        raise InputError(f"{label}: has a header but no data rows")
-    delimiter = sniff_delimiter(header_line)
-    return Header(next(csv.reader([header_line], delimiter=delimiter)), delimiter)
-
-
-def read_rows(spark: SparkSession, path: str, header: Header, multiline: bool) -> DataFrame:
-    """All fields as text (columns c0..cN-1), the raw text of malformed rows, and the
-    row's position in the file."""
-    names = [f"c{i}" for i in range(len(header.names))]
-    schema = ", ".join(f"{n} string" for n in [*names, CORRUPT])
-    frame = (
-        spark.read.options(**CSV_READ_OPTIONS)
-        .option("sep", header.delimiter)
-        .option("multiLine", str(multiline).lower())
-        .schema(schema)
-        .csv(path)
-    )
-    if len(frame.inputFiles()) != 1:
-        raise InputError("transactions: give one CSV file (file order decides 'first wins')")
-    return frame.withColumn(POS, F.monotonically_increasing_id())
+def timestamp_seconds(part: dict[str, Column]) -> Column:
+    """Step two: UK wall-clock epoch seconds from staged ``timestamp_parts``, or null when
+    the parts do not make a real date and time."""
+    year, month, day = part["year"], part["month"], part["day"]
+    first = days_from_civil(year, month, F.lit(1))
+    ok = (part["iso"] | part["uk"]) & month.between(1, 12) & (day >= 1)
+    ok = ok & (day <= days_from_civil(year, month + 1, F.lit(1)) - first)
+    for name, largest in FIELD_MAX.items():
+        ok = ok & (part[name] <= largest)
+    wall = (first + day - 1) * 86_400 + part["hour"] * 3600 + part["minute"] * 60 + part["second"]
+    sign = F.when(part["sign"] == "-", -1).otherwise(1)
+    offset = (part["offset_hour"] * 3600 + part["offset_minute"] * 60) * sign
+    # An instant (Z or an offset) is read on the UK wall clock, as quality.uk_wall_clock.
+    uk = F.from_utc_timestamp(F.timestamp_seconds(wall - offset), UK_ZONE).cast("long")
+    seconds = F.when(part["zone"] != "", uk).otherwise(wall)
+    return F.when(ok, seconds.cast("long"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -388,37 +269,40 @@ def classify(rows: DataFrame, header: Header, now: datetime) -> DataFrame:
     # Stage 1: raw text, trimmed text.
     text = rows.select(
         *(F.coalesce(col(n), F.lit("")).alias(n) for n in raw_names),
-        col(CORRUPT),
         col(POS),
-        col(CORRUPT).isNotNull().alias("malformed"),
+        col(READER_REASON),
+        col(SPANS),
+        col(RAW),
+        col(READER_REASON).isNotNull().alias("unsplit"),
         trim(canonical["customer_id"]).alias(ID),
         trim(canonical["transaction_id"]).alias("txn"),
         trim(canonical["amount"]).alias("amount_text"),
-        F.regexp_replace(trim(canonical["timestamp"]), "Z$", "").alias("ts_text"),
+        trim(canonical["timestamp"]).alias("ts_text"),
         canonical.get("type", null).alias("type_raw"),
         # Arrow lowercases U+0130 to a plain "i"; Java to "i" + U+0307.
         F.lower(F.translate(trim(canonical.get("type", null)), "\u0130", "i")).alias("type_text"),
         canonical.get("description", F.lit("")).alias("description"),
     )
-    # Stage 2: which amount shape and timestamp format matched.
+    # Stage 2: which amount shape matched; the timestamp's shape and parts.
     amount_ok = F.coalesce(col("amount_text").rlike(AMOUNT_PATTERN), F.lit(False))
+    parts = timestamp_parts(col("ts_text"))
     shaped = text.select(
         "*",
         amount_ok.alias("amount_ok"),
-        timestamp_format(col("ts_text")).alias("ts_fmt"),
+        *(value.alias(f"ts_{name}") for name, value in parts.items()),
     )
-    # Stage 3: exact values.
-    decimal = F.when(
-        col("amount_ok"), F.regexp_replace(col("amount_text"), "[£,]", "").try_cast("decimal(20,2)")
+    # Stage 3: exact values. Leading zeros do not count (quality.parse_amount_pence).
+    zeros, keep = AMOUNT_LEADING_ZEROS
+    digits = F.regexp_replace(
+        F.regexp_replace(col("amount_text"), "[£,]", ""), zeros, keep.replace("\\", "$")
     )
-    fields = timestamp_fields(col("ts_text"), col("ts_fmt"))
+    decimal = F.when(col("amount_ok"), digits.try_cast("decimal(20,2)"))
+    staged = {name: col(f"ts_{name}") for name in parts}
     parsed = shaped.select(
         "*",
-        (decimal * 100).cast("long").alias("pence_raw"),
-        *(value.alias(f"ts_{name}") for name, value in fields.items()),
+        (decimal * 100).try_cast("long").alias("pence_raw"),
+        timestamp_seconds(staged).alias("ts"),
     )
-    staged = {name: col(f"ts_{name}") for name in TIME_FIELDS}
-    parsed = parsed.select("*", timestamp_seconds(staged, col("ts_fmt")).alias("ts"))
     # Stage 4: checks and findings.
     pence = F.coalesce(col("pence_raw"), F.lit(0))
     amount_missing = blank(col("amount_text"))
@@ -427,9 +311,9 @@ def classify(rows: DataFrame, header: Header, now: datetime) -> DataFrame:
     amount_huge = col("amount_ok") & col("pence_raw").isNull()
     ts_missing = blank(col("ts_text"))
     ts_invalid = ~ts_missing & col("ts").isNull()
-    non_iso = col("ts").isNotNull() & (col("ts_fmt") >= len(ISO_FORMATS))
+    non_iso = col("ts").isNotNull() & col("ts_uk")
     earliest = int(EARLIEST_TIMESTAMP.timestamp())
-    latest = int(now.timestamp()) + FUTURE_TOLERANCE_SECONDS
+    latest = uk_now(now) + FUTURE_TOLERANCE_SECONDS
     type_text = col("type_text")
     type_missing = blank(type_text)
     is_debit_word = F.coalesce(type_text.isin(*DEBIT_WORDS), F.lit(False))
@@ -437,7 +321,7 @@ def classify(rows: DataFrame, header: Header, now: datetime) -> DataFrame:
     type_invalid = ~type_missing & ~is_debit_word & ~is_credit_word
     type_untidy = ~type_missing & F.coalesce(col("type_raw") != type_text, F.lit(False))
     checks = {
-        MALFORMED: col("malformed"),
+        **{code: col(READER_REASON) == code for code in READER_RULES},
         "missing_customer_id": blank(col(ID)),
         "missing_transaction_id": blank(col("txn")),
         "missing_amount": amount_missing,
@@ -462,6 +346,7 @@ def classify(rows: DataFrame, header: Header, now: datetime) -> DataFrame:
         "missing_type": type_missing,
         "sign_disagrees_with_type": ~type_missing & (signed != pence),
         "missing_description": blank(trim(col("description"))),
+        "quoted_line_break": col(SPANS),
         "non_iso_timestamp": non_iso,
         "large_amount": F.abs(pence) >= LARGE_AMOUNT_PENCE,
     }
@@ -470,9 +355,10 @@ def classify(rows: DataFrame, header: Header, now: datetime) -> DataFrame:
         raise RuntimeError(f"findings without a Spark translation: {sorted(missing)}")
     typed = parsed.select(
         *raw_names,
-        CORRUPT,
         POS,
-        "malformed",
+        RAW,
+        READER_REASON,
+        "unsplit",
         ID,
         "txn",
         "description",
@@ -484,7 +370,7 @@ def classify(rows: DataFrame, header: Header, now: datetime) -> DataFrame:
     # Identical rows share their transaction id, so one shuffle by id serves both windows.
     typed = typed.repartition("txn")
     same_row = Window.partitionBy("txn", *raw_names).orderBy(POS)
-    duplicate = ~col("malformed") & (F.row_number().over(same_row) > 1)
+    duplicate = ~col("unsplit") & (F.row_number().over(same_row) > 1)
     typed = typed.withColumn("duplicate", duplicate)
     valid = ~col("duplicate") & col("first_reason").isNull()
     first_valid = F.min(F.when(valid, col(POS))).over(Window.partitionBy("txn"))
@@ -588,10 +474,13 @@ class SparkResult:
     header: Header
     cached: DataFrame
     label_quarantine: pd.DataFrame | None = None
+    lines: DataFrame | None = None  # the cached physical lines (features.spark_rows)
 
     def release(self) -> None:
         """Drop the cached rows once the outputs are written."""
         self.cached.unpersist()
+        if self.lines is not None:
+            self.lines.unpersist()
 
 
 def _count_expressions() -> list[Column]:
@@ -623,8 +512,10 @@ def _examples(
     names = {c: f"c{p}" for c, p in canonical.items()}
     events = []
     for code in codes:
-        shown = CORRUPT if code == MALFORMED else example_column(code, names)
-        value = F.substring(F.col(shown), 1, 60)
+        if code in READER_RULES:  # rows the reader could not split: shown by line number
+            value = F.concat(F.lit("line "), F.col(POS).cast("string"))
+        else:
+            value = F.substring(F.col(example_column(code, names)), 1, 60)
         events.append(
             F.when(_condition(code), F.struct(F.lit(code).alias("code"), value.alias("v")))
         )
@@ -656,23 +547,29 @@ def _tally(classified: DataFrame, canonical: dict[str, int]) -> Tally:
     return tally
 
 
+@F.pandas_udf(StringType())  # type: ignore[call-overload]
+def _escaped(raw: pd.Series) -> pd.Series:
+    """``features.reader.escape_raw`` on Spark (the same function, in a pandas UDF)."""
+    values = pa.array(raw.fillna(""), pa.string()).cast(pa.binary())
+    return pd.Series(escape_raw(values).to_numpy(zero_copy_only=False), index=raw.index)
+
+
 def _quarantine(classified: DataFrame, header: Header) -> DataFrame:
-    """Rejected rows unchanged (original header names) + reason + raw_line, file order,
-    malformed rows last (as the pandas engine writes them)."""
-    names = [f"c{i}" for i in range(len(header.names))]
+    """Rejected rows in the pandas engine's shape (``QUARANTINE_COLUMNS``), file order."""
+    positions = map_columns(
+        header.names, TRANSACTION_ALIASES, TRANSACTION_REQUIRED, "transactions"
+    ).positions
+    fields = [
+        (F.col(f"c{positions[name]}") if name in positions else F.lit("")).alias(name)
+        for name in TRANSACTION_ALIASES
+    ]
     return (
         classified.where(F.col(REASON).isNotNull())
-        .select(
-            *(F.when(F.col("malformed"), F.lit("")).otherwise(F.col(n)).alias(n) for n in names),
-            F.col(REASON),
-            F.coalesce(F.col(CORRUPT), F.lit("")).alias(RAW_LINE),
-            F.col("malformed").alias("_last"),
-            F.col(POS),
-        )
+        .select(*fields, F.col(REASON), _escaped(F.col(RAW)).alias(RAW_LINE), F.col(POS))
         .repartition(1)
-        .sortWithinPartitions("_last", POS)
-        .drop("_last", POS)
-        .toDF(*header.names, REASON, RAW_LINE)
+        .sortWithinPartitions(POS)
+        .drop(POS)
+        .toDF(*QUARANTINE_COLUMNS)
     )
 
 
@@ -696,15 +593,19 @@ def run_spark(
     labels: str | None = None,
     *,
     now: datetime | None = None,
-    multiline: bool = False,
+    multiline: bool = True,
 ) -> SparkResult:
-    """The Part 1 job on Spark. Raises ``InputError`` when an input cannot be used."""
+    """The Part 1 job on Spark. Raises ``InputError`` when an input cannot be used.
+
+    ``multiline`` is accepted for compatibility: quoted line breaks are always read (the
+    row rule of ``features.records``).
+    """
     started = time.monotonic()
     now = now or datetime.now(UTC)
     label_result = read_labels_any(spark, labels) if labels is not None else None
     header = read_header(spark, transactions, "transactions")
     columns = map_columns(header.names, TRANSACTION_ALIASES, TRANSACTION_REQUIRED, "transactions")
-    rows = read_rows(spark, transactions, header, multiline)
+    rows, lines = read_rows(spark, transactions, header)
     classified = classify(rows, header, now).persist()
     try:
         tally = _tally(classified, columns.positions)
@@ -713,7 +614,9 @@ def run_spark(
         )
         quarantine = _quarantine(classified, header)
         quarantined = tally.rows_in - tally.rows_used - tally.rows_duplicate
-        features = finalise(customers, months, tally.as_of_ts or 0).reset_index()
+        features, withheld = withhold_out_of_range(
+            finalise(customers, months, tally.as_of_ts or 0).reset_index()
+        )
         training_set = None
         if label_result is not None:
             training_set = join_labels(features, label_result.labels)
@@ -726,10 +629,12 @@ def run_spark(
             label_result,
             quarantined,
             elapsed=time.monotonic() - started,
+            withheld=withheld,
         )
         report["engine"] = "spark"
     except BaseException:
         classified.unpersist()
+        lines.unpersist()
         raise
     return SparkResult(
         features,
@@ -740,6 +645,7 @@ def run_spark(
         header,
         classified,
         label_result.quarantine if label_result is not None else None,
+        lines,
     )
 
 
@@ -782,14 +688,44 @@ class Store:
         self._replace(partial, final)
         return f"{self.out}/{name}"
 
+    def write_chunks(self, name: str, chunks: Iterable[bytes]) -> str:
+        """Write ``name`` from a stream of byte chunks (``.partial``, then renamed)."""
+        final = self._path(self.root, name)
+        partial = self._path(self.root, name + ".partial")
+        stream = self.fs.create(partial, True)
+        try:
+            for chunk in chunks:
+                stream.write(bytearray(chunk))
+        finally:
+            stream.close()
+        self._replace(partial, final)
+        return f"{self.out}/{name}"
+
+    def write_csv(self, name: str, frame: DataFrame, rows_per_chunk: int = 10_000) -> str:
+        """A Spark DataFrame as one CSV written by ``features.outputs.csv_rows`` (the writer
+        every engine uses), streamed through the driver one chunk of rows at a time."""
+        columns = list(frame.columns)
+
+        def chunks() -> Iterator[bytes]:
+            yield csv_rows(pd.DataFrame(columns=columns)).encode("utf-8")
+            pending: list[Any] = []
+            for row in frame.toLocalIterator():
+                pending.append(tuple(row))
+                if len(pending) == rows_per_chunk:
+                    yield csv_rows(pd.DataFrame(pending, columns=columns), header=False).encode()
+                    pending = []
+            if pending:
+                yield csv_rows(pd.DataFrame(pending, columns=columns), header=False).encode()
+
+        return self.write_chunks(name, chunks())
+
     def write_frame(self, name: str, frame: DataFrame, fmt: str) -> str:
-        """One Spark-written file named ``name`` (a single partition, then renamed)."""
-        staging = f"{self.out}/_{name}.staging"
-        writer = frame.write.mode("overwrite")
+        """One file named ``name``: CSV through ``write_csv``, Parquet by Spark (a single
+        partition, then renamed)."""
         if fmt == "csv":
-            writer.options(**CSV_WRITE_OPTIONS).csv(staging)
-        else:
-            writer.parquet(staging)
+            return self.write_csv(name, frame)
+        staging = f"{self.out}/_{name}.staging"
+        frame.write.mode("overwrite").parquet(staging)
         parts = [
             s.getPath()
             for s in self.fs.listStatus(self._path(staging))
@@ -873,7 +809,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--multiline",
         action="store_true",
-        help="allow newlines inside quoted fields (the file is then read by one task)",
+        help="accepted for compatibility: quoted line breaks are always read",
     )
     args = parser.parse_args(argv)
     if args.labels is None and not args.no_labels and args.transactions == "data/transactions.csv":
@@ -899,7 +835,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     spark = _session(args)
     try:
-        result = run_spark(spark, args.transactions, args.labels, multiline=args.multiline)
+        result = run_spark(spark, args.transactions, args.labels)
         written = write_outputs(spark, result, args.out, args.format)
         result.release()
     except InputError as error:
