@@ -19,7 +19,7 @@ import csv
 import queue
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -77,6 +77,9 @@ class RowScan:
     spanning: int = 0
     lone_cr: int = 0
     nul: bool = False
+    endings: set[str] = field(default_factory=set)  # "lf", "crlf", "cr" (header included)
+    extra_empty_fields: int = 0  # rows ending in delimiters beyond the header's width
+    spaced_quotes: int = 0  # quotes next to a space or tab (some readers trim around them)
 
 
 @dataclass
@@ -95,7 +98,9 @@ def sniff_delimiter(header_line: str) -> str:
 
 
 def read_header_line(stream: BinaryIO, label: str) -> tuple[bytes, bytes]:
-    """(header line, the bytes after its line break), reading no more than needed."""
+    """(header line with its line break, the bytes after it), reading no more than needed.
+
+    Use ``header_text`` for the line without its break."""
     data = stream.read(1 << 16)
     eof = not data
     while True:
@@ -120,7 +125,16 @@ def read_header_line(stream: BinaryIO, label: str) -> tuple[bytes, bytes]:
     if end > MAX_RECORD_BYTES:
         raise InputError(f"{label}: the first line is longer than 4 MiB; is this a CSV file?")
     after = end + 2 if data[end : end + 2] == b"\r\n" else end + 1
-    return data[:end], data[after:]
+    return data[:after], data[after:]
+
+
+def header_text(line: bytes) -> bytes:
+    """A header line from ``read_header_line`` without its line break."""
+    return line.rstrip(b"\r\n")
+
+
+def _ending(line: bytes) -> str:
+    return "crlf" if line.endswith(b"\r\n") else "lf" if line.endswith(b"\n") else "cr"
 
 
 def parse_header(line: bytes, label: str) -> tuple[list[str], str]:
@@ -138,8 +152,11 @@ def parse_header(line: bytes, label: str) -> tuple[list[str], str]:
     delimiter = sniff_delimiter(text)
     buf = np.frombuffer(line, dtype=np.uint8)
     lines = Lines(np.array([0]), np.array([len(line)]), np.array([len(line)]))
-    if quote_stats(buf, lines, ord(delimiter)).opens[0]:
+    stats = quote_stats(buf, lines, ord(delimiter))
+    if stats.opens[0]:
         raise InputError(f"{label}: the header row has an unterminated quote")
+    if stats.messy_out[0]:
+        raise InputError(f"{label}: the header row has text after a closing quote")
     try:
         header = next(csv.reader([text], delimiter=delimiter, strict=False))
     except csv.Error:
@@ -156,7 +173,7 @@ def read_header(path: str | Path, label: str) -> tuple[list[str], str]:
     """(header names, delimiter) of a CSV file, found as ``open_csv`` finds them."""
     with Path(path).open("rb") as stream:
         line, _ = read_header_line(stream, label)
-        return parse_header(line, label)
+        return parse_header(header_text(line), label)
 
 
 def open_csv(source: Source, label: str) -> CsvStream:
@@ -170,7 +187,7 @@ def open_csv(source: Source, label: str) -> CsvStream:
         stream = source
     try:
         header_line, rest = read_header_line(stream, label)
-        header, delimiter = parse_header(header_line, label)
+        header, delimiter = parse_header(header_text(header_line), label)
         while not rest.strip():
             more = stream.read(1 << 16)
             if not more:
@@ -179,7 +196,7 @@ def open_csv(source: Source, label: str) -> CsvStream:
     except BaseException:
         stream.close()
         raise
-    blocks = RowBlocks(stream, rest, header, delimiter, label)
+    blocks = RowBlocks(stream, rest, header, delimiter, label, ending=_ending(header_line))
     return CsvStream(header=header, delimiter=delimiter, batches=blocks.batches(), blocks=blocks)
 
 
@@ -194,7 +211,9 @@ class RowBlocks:
         delimiter: str,
         label: str,
         block_bytes: int = BLOCK_BYTES,
+        ending: str = "lf",
     ) -> None:
+        self.ending = ending
         self.stream = stream
         self.rest = rest
         self.width = len(header)
@@ -243,7 +262,8 @@ class RowBlocks:
 
     def scan(self) -> RowScan:
         """Count rows and what the reader would set aside, without parsing fields (cheap)."""
-        seen = RowScan()
+        seen = RowScan(endings={self.ending})
+        delimiter = ord(self.delimiter)
         for data, buf, lines, found, _ in self._cut():
             seen.rows += len(found.first) + len(found.broken)
             seen.unterminated += len(found.broken)
@@ -251,10 +271,44 @@ class RowBlocks:
             done = found.consumed
             ended = lines.after[:done] > lines.end[:done]
             ends = lines.end[:done][ended]
-            seen.lone_cr += int(((buf[ends] == 13) & (lines.after[:done][ended] == ends + 1)).sum())
+            size = lines.after[:done][ended] - ends
+            cr = buf[ends] == 13
+            lone = int((cr & (size == 1)).sum())
+            seen.lone_cr += lone
+            for kind, count in (("cr", lone), ("crlf", int((cr & (size == 2)).sum()))):
+                if count:
+                    seen.endings.add(kind)
+            if (~cr).any():
+                seen.endings.add("lf")
             if done and b"\x00" in data[: int(lines.after[done - 1])]:
                 seen.nul = True
+            seen.extra_empty_fields += self._extra_empty_fields(data, buf, lines, found, delimiter)
+            if b'"' in data:
+                quotes = np.flatnonzero(buf == 34)
+                before = buf[np.maximum(quotes - 1, 0)]
+                after = buf[np.minimum(quotes + 1, len(buf) - 1)]
+                spaced = (before == 32) | (before == 9) | (after == 32) | (after == 9)
+                seen.spaced_quotes += int(spaced.sum())
         return seen
+
+    def _extra_empty_fields(
+        self, data: bytes, buf: np.ndarray, lines: Lines, found: Segments, delimiter: int
+    ) -> int:
+        """Rows that end with the delimiter and have more fields than the header (a reader
+        may take the extra empty fields as trailing delimiters). Only rows ending with the
+        delimiter are looked at, one by one (few: mostly rows with an empty last field)."""
+        start, end = lines.start[found.first], lines.end[found.last]
+        candidates = np.flatnonzero((end > start) & (buf[np.maximum(end - 1, 0)] == delimiter))
+        extra = 0
+        for i in candidates.tolist():
+            text = data[int(start[i]) : int(end[i])]
+            if b'"' not in text:
+                fields = text.count(self.delimiter.encode()) + 1
+            else:
+                decoded = text.decode("utf-8", "replace")
+                fields = len(next(csv.reader([decoded], delimiter=self.delimiter), []))
+            extra += fields > self.width
+        return extra
 
     def _check_lengths(self, lines: Lines, size: int, first_line: int, eof: bool) -> None:
         long = np.flatnonzero(lines.end - lines.start > MAX_RECORD_BYTES)
@@ -276,7 +330,7 @@ class RowBlocks:
         row_start = lines.start[found.first]
         row_end = lines.end[found.last]
         rejected = np.where(found.messy, _MALFORMED, 0).astype(np.int8)
-        if b"\x00" in data:
+        if len(row_start) and b"\x00" in data:
             nul = np.flatnonzero(buf == 0)
             row = np.searchsorted(row_start, nul, side="right") - 1
             row = row[(row >= 0) & (nul < row_end[np.maximum(row, 0)])]

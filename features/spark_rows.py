@@ -34,7 +34,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812 (the PySpark convention)
 
 from features.quality import MAX_RECORD_LINES
-from features.reader import parse_header, read_header_line
+from features.reader import header_text, parse_header, read_header_line
 from features.records import LineFacts, Lines, line_facts, walk
 from features.schema import InputError
 
@@ -74,7 +74,7 @@ def read_header(spark: SparkSession, path: str, label: str) -> Header:
         line, rest = read_header_line(_JavaStream(jvm, stream), label)
     finally:
         stream.close()
-    names, delimiter = parse_header(line, label)
+    names, delimiter = parse_header(header_text(line), label)
     if not rest.strip():
         raise InputError(f"{label}: has a header but no data rows")
     return Header(names, delimiter)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
 
 from benchmarks.duckdb_pipeline import run_counts, run_features
 from features.pipeline import run_pipeline
@@ -74,6 +76,20 @@ TIMESTAMPS = (
     "T10,C2,28/02/2025 23:59:59,10.00,credit,UK WITH SECONDS\n"
     "T11,C2,03/02/25,-1.50,debit,TWO DIGIT YEAR\n"
     "T12,C2,1989-12-31T23:59:59,-2.50,debit,BEFORE 1990\n"
+    # ISO 8601 with zones and fractions, read on the UK wall clock (issue 16).
+    "T13,C3,2024-06-01T10:00:00+01:00,-1.00,debit,OFFSET COLON\n"
+    "T14,C3,2024-06-01T10:00:00+0100,-1.00,debit,OFFSET COMPACT\n"
+    "T15,C3,2024-06-01T09:00:00.000Z,-1.00,debit,JAVASCRIPT\n"
+    "T16,C3,2024-06-01T10:00:00.123,-1.00,debit,FRACTION\n"
+    "T17,C3,2024-03-31T00:59:59Z,-1.00,debit,LAST GMT SECOND\n"
+    "T18,C3,2024-03-31T01:00:00Z,-1.00,debit,FIRST BST SECOND\n"
+    "T19,C4,2024-10-27T00:59:59Z,-1.00,debit,LAST BST SECOND\n"
+    "T20,C4,2024-10-27T01:00:00Z,-1.00,debit,FIRST GMT SECOND\n"
+    "T21,C4,2024-04-30T23:30:00Z,2500.00,credit,ACME PAYROLL MAY\n"
+    "T22,C4,Z,-1.00,debit,ONLY Z\n"
+    "T23,C4,2024-06-01T10:00:00+24:00,-1.00,debit,OFFSET 24\n"
+    "T24,C4,2024-06-01T10:00:00-05:30,-1.00,debit,WEST\n"
+    "T25,C4,2024-02-01Z,-1.00,debit,ZONE ON A DATE\n"
 )
 
 
@@ -83,3 +99,37 @@ def test_timestamp_edge_cases(tmp_path: Path) -> None:
     assert_same(path, NOW)
     # The contract, not just agreement: dates that do not exist are invalid.
     assert run_counts(path, NOW)["reasons"]["invalid_timestamp"] >= 3
+    assert run_counts(path, NOW)["reasons"]["missing_timestamp"] == 0  # a lone Z is invalid
+
+
+def test_customers_outside_the_api_bounds_are_withheld_alike(tmp_path: Path) -> None:
+    lines = ["transaction_id,customer_id,timestamp,amount,type"]
+    lines += [f"B{i},RICH,2025-02-01,999999.99,credit" for i in range(10_100)]
+    lines += [f"S{i},C{i % 3},2025-02-01,-5.00,debit" for i in range(9)]
+    path = tmp_path / "big.csv"
+    path.write_text("\n".join(lines) + "\n")
+    assert_same(path, NOW)
+    assert run_features(path, NOW)["customer_id"].tolist() == ["C0", "C1", "C2"]
+
+
+cell = st.text(alphabet='ab ,"\n\r\x00', max_size=6)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cells=st.lists(st.tuples(cell, cell), min_size=1, max_size=25),
+    ending=st.sampled_from(["\n", "\r\n", "\r"]),
+)
+def test_generated_files_with_stray_quotes_and_odd_line_ends(
+    tmp_path_factory, cells: list[tuple[str, str]], ending: str
+) -> None:
+    """Raw cells (unquoted, so quotes and line breaks land anywhere): both engines count and
+    use exactly the same rows."""
+    lines = ["transaction_id,customer_id,timestamp,amount,type,description"]
+    for i, (a, b) in enumerate(cells):
+        lines.append(f"T{i}{a},C{i % 4},2025-02-0{1 + i % 9},-{i}.50,debit,{b}")
+    path = tmp_path_factory.mktemp("g") / "t.csv"
+    data = (ending.join(lines) + ending).encode()
+    note(repr(data))
+    path.write_bytes(data)
+    assert_same(path, NOW)

@@ -47,6 +47,7 @@ REFUSED = {
     "header_only.csv": "transactions: has a header but no data rows",
     "duplicate_header.csv": "columns 4 ('amount') and 5 ('amount') both mean 'amount'",
     "missing_columns.csv": "missing required column(s): timestamp",
+    "headerless.csv": "missing required column(s): transaction_id, customer_id",
 }
 
 # file -> (rows_in, rows_used, rows_quarantined)
@@ -59,6 +60,20 @@ PROCESSED = {
     "extra_columns.csv": (2, 1, 1),
     "odd_amounts.csv": (10, 3, 7),
     "odd_timestamps.csv": (11, 3, 8),
+    # Issue 16 (round 2); tests/test_hostile_round2.py checks each in detail.
+    "stray_quote.csv": (8, 7, 1),
+    "text_after_quote.csv": (3, 2, 1),
+    "bare_cr.csv": (3, 2, 1),
+    "input_named_reason.csv": (3, 1, 2),
+    "formula.csv": (5, 3, 2),
+    "markdown.csv": (3, 1, 2),
+    "iso_offsets.csv": (13, 10, 3),
+    "cr_only.csv": (2, 2, 0),
+    "cr_only_plain.csv": (2, 2, 0),
+    "nul_row.csv": (2, 1, 1),
+    "padded_amounts.csv": (4, 3, 1),
+    "zulu_only.csv": (3, 1, 2),
+    "key_collision.csv": (2, 1, 1),
 }
 
 
