@@ -213,9 +213,10 @@ def delimiter_counts(
     before = np.searchsorted(stats.run_at, positions, side="right") - 1
     same_line = before >= 0
     same_line[same_line] = stats.run_line[before[same_line]] == line[same_line]
-    safe = np.maximum(before, 0)
-    inside_out = same_line & (stats.state_out[safe] == 1)
-    inside_in = ~same_line | (stats.state_in[safe] == 1)
+    inside_out = np.zeros(len(positions), dtype=bool)
+    inside_in = ~same_line
+    inside_out[same_line] = stats.state_out[before[same_line]]
+    inside_in[same_line] = stats.state_in[before[same_line]]
     out = np.bincount(line[~inside_out], minlength=n)
     into = np.bincount(line[~inside_in], minlength=n)
     return out, into

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -250,3 +251,56 @@ def test_runtime_modules_never_import_pyspark() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+# --- issue 16: the row rule, new timestamp forms, new quarantine reasons -------------------
+
+CORPUS = Path(__file__).parent / "hostile"
+# Spark reads text as UTF-8 (bytes that are not UTF-8 become U+FFFD): no invalid_utf8.
+SPARK_CANNOT = {"latin1_bytes.csv"}
+CORPUS_NOW = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in CORPUS.glob("*.csv") if p.name not in SPARK_CANNOT)
+)
+def test_hostile_corpus(spark, tmp_path: Path, name: str) -> None:
+    try:
+        expected = run_pipeline(CORPUS / name, now=CORPUS_NOW)
+    except InputError as refused:
+        with pytest.raises(InputError) as spark_refused:
+            engine.run_spark(spark, str(CORPUS / name), now=CORPUS_NOW)
+        assert str(spark_refused.value) == str(refused)
+        return
+    got = engine.run_spark(spark, str(CORPUS / name), now=CORPUS_NOW)
+    try:
+        assert_same(engine.as_pipeline_result(got), expected)
+    finally:
+        got.release()
+
+
+def test_new_timestamp_forms_and_clock_changes(spark, tmp_path: Path) -> None:
+    from test_duckdb_parity import TIMESTAMPS
+
+    expected, got = both(spark, tmp_path, TIMESTAMPS, now=datetime(2025, 3, 1, tzinfo=UTC))
+    assert_same(got, expected)
+    assert got.report["as_of"] == expected.report["as_of"]
+
+
+def test_generated_files_with_stray_quotes_nuls_and_odd_line_ends(spark, tmp_path: Path) -> None:
+    """Random cells put in unquoted (quotes, NULs and line breaks land anywhere), with every
+    line ending: Spark and pandas count and use the same rows."""
+    rng = np.random.default_rng(16)
+    alphabet = list('ab ,"\n\r\x00')
+    for ending in ("\n", "\r\n", "\r"):
+        lines = ["transaction_id,customer_id,timestamp,amount,type,description"]
+        for i in range(300):
+            cells = ["".join(rng.choice(alphabet, rng.integers(0, 4))) for _ in range(2)]
+            lines.append(
+                f"T{i}{cells[0]},C{i % 7},2025-02-0{1 + i % 9},-{i}.50,debit,SHOP{cells[1]}"
+            )
+        path = tmp_path / f"g{len(ending)}{ending == chr(13)}.csv"
+        path.write_bytes((ending.join(lines) + ending).encode())
+        expected, got = run_files(spark, path, None, NOW)
+        assert_same(got, expected)
+        assert got.report["rows_in"] == expected.report["rows_in"] > 0
