@@ -102,7 +102,7 @@ RULES: tuple[Rule, ...] = (
         "unterminated_quote",
         "*",
         "quarantined (that line only; reading resumes at the next line)",
-        "A quote opens a field that does not close cleanly within 16 lines "
+        f"A quote opens a field that does not close cleanly within {MAX_RECORD_LINES} lines "
         "(features/README.md, rows and quoting).",
     ),
     Rule("nul_byte", "*", "quarantined", "Row contains a NUL byte (not text)."),

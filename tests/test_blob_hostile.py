@@ -22,17 +22,13 @@ from hypothesis import strategies as st
 
 from features import blob_batch
 from features.blob_batch import (
-    BATCH_NAME,
     CURATED,
     QUARANTINE,
     RAW,
     BlobStore,
     Outcome,
-    handle_blob_deleted,
     handle_blob_event,
     parse_blob_path,
-    reconcile_batches,
-    verify_batch,
 )
 
 HEADER = "transaction_id,customer_id,txn_timestamp,amount,txn_type,description\n"
@@ -147,16 +143,16 @@ def publish(store: BlobStore, labels: bool = True) -> str:
     if labels:
         upload(store, batch, "labels.csv", LABELS.encode())
     assert handle_blob_event(store, f"raw/{batch}/transactions.csv").outcome is Outcome.PROCESSED
-    assert verify_batch(store, batch)
+    assert blob_batch.verify_batch(store, batch)
     return batch
 
 
 def test_deleting_the_transactions_withdraws_the_outputs(store: BlobStore) -> None:
     batch = publish(store)
     store.delete(RAW, f"{batch}/transactions.csv")
-    assert not verify_batch(store, batch)  # a consumer checking _SUCCESS sees it at once
-    result = handle_blob_deleted(store, f"raw/{batch}/transactions.csv")
-    assert result.outcome is Outcome.WITHDRAWN
+    assert not blob_batch.verify_batch(store, batch)  # a consumer checking _SUCCESS sees it at once
+    result = blob_batch.handle_blob_deleted(store, f"raw/{batch}/transactions.csv")
+    assert result.outcome is Outcome("withdrawn")
     out = found(store, batch)
     assert set(out) == {f"curated/{batch}/_WITHDRAWN"}  # no features, no quarantine rows
     withdrawn = json.loads(out[f"curated/{batch}/_WITHDRAWN"])
@@ -165,31 +161,34 @@ def test_deleting_the_transactions_withdraws_the_outputs(store: BlobStore) -> No
     upload(store, batch, "transactions.csv", (HEADER + "\n".join(rows(20)) + "\n").encode())
     assert handle_blob_event(store, f"raw/{batch}/transactions.csv").outcome is Outcome.PROCESSED
     assert f"curated/{batch}/_WITHDRAWN" not in found(store, batch)
-    assert verify_batch(store, batch)
+    assert blob_batch.verify_batch(store, batch)
 
 
 def test_deleting_the_labels_republishes_without_them(store: BlobStore) -> None:
     batch = publish(store)
     assert f"curated/{batch}/training_set.csv" in found(store, batch)
     store.delete(RAW, f"{batch}/labels.csv")
-    assert not verify_batch(store, batch)
-    assert handle_blob_deleted(store, f"raw/{batch}/labels.csv").outcome is Outcome.PROCESSED
+    assert not blob_batch.verify_batch(store, batch)
+    assert (
+        blob_batch.handle_blob_deleted(store, f"raw/{batch}/labels.csv").outcome
+        is Outcome.PROCESSED
+    )
     out = found(store, batch)
     assert f"curated/{batch}/features.csv" in out
     assert f"curated/{batch}/training_set.csv" not in out
     assert f"quarantine/{batch}/rejected_labels.csv" not in out
     assert json.loads(out[f"curated/{batch}/_SUCCESS"])["inputs"]["labels"] is None
-    assert verify_batch(store, batch)
+    assert blob_batch.verify_batch(store, batch)
 
 
 def test_reconcile_catches_a_deletion_whose_event_was_lost(store: BlobStore) -> None:
     kept, gone = publish(store, labels=False), publish(store, labels=False)
     store.delete(RAW, f"{gone}/transactions.csv")
-    results = reconcile_batches(store)
+    results = blob_batch.reconcile_batches(store)
     outcomes = {r.batch: r.outcome for r in results}
-    assert outcomes.get(gone) is Outcome.WITHDRAWN
+    assert outcomes.get(gone) is Outcome("withdrawn")
     assert kept not in outcomes  # still matches its inputs: not touched
-    assert verify_batch(store, kept) and not verify_batch(store, gone)
+    assert blob_batch.verify_batch(store, kept) and not blob_batch.verify_batch(store, gone)
 
 
 # ---------------------------------------------------------------- batch names (item 9)
@@ -232,7 +231,7 @@ def test_a_batch_name_is_accepted_only_if_it_matches_the_pattern(name: str) -> N
     if parsed is None:
         return
     batch = parsed[0]
-    assert batch == name and BATCH_NAME.fullmatch(batch)
+    assert batch == name and blob_batch.BATCH_NAME.fullmatch(batch)
     for segment in batch.split("/"):
         assert segment and segment[0].isalnum() and not segment.endswith(".")
         assert all(c.isascii() and (c.isalnum() or c in "._-") for c in segment)

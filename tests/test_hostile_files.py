@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.cli import main
-from features.pipeline import QUARANTINE_COLUMNS, run_pipeline
+from features.pipeline import run_pipeline
 from features.schema import InputError
 
 CORPUS = Path(__file__).parent / "hostile"
@@ -123,6 +123,8 @@ def test_non_utf8_row_is_quarantined_with_its_bytes_escaped() -> None:
 
 
 def test_extra_and_duplicated_extra_columns_survive_in_quarantine() -> None:
+    from features.pipeline import QUARANTINE_COLUMNS
+
     result = run_pipeline(CORPUS / "extra_columns.csv", now=NOW)
     assert result.report["transactions_file"]["extra_columns"] == ["notes", "notes"]
     q = result.quarantine

@@ -209,9 +209,6 @@ def test_written_csv_reads_back_to_the_exact_values(
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ids=st.lists(text_value.filter(lambda v: v.strip()), min_size=1, max_size=8, unique=True))
 def test_every_output_file_reads_back_exactly(tmp_path_factory, ids: list[str]) -> None:
-    from features.outputs import read_back
-    from features.reader import unescape_raw
-
     out = tmp_path_factory.mktemp("out")
     rows = [list(FIELDS)]
     for i, customer in enumerate(ids):
@@ -226,6 +223,12 @@ def test_every_output_file_reads_back_exactly(tmp_path_factory, ids: list[str]) 
     args = ["--transactions", str(out / "t.csv"), "--labels", str(out / "l.csv")]
     assert main([*args, "--out", str(out), "--now", NOW.isoformat()]) == 0
     result = run_pipeline(out / "t.csv", out / "l.csv", now=NOW)
+    for name, count_ in (("features.csv", len(result.features)), ("quarantine.csv", len(ids))):
+        frame = pd.read_csv(out / name, dtype=str, keep_default_na=False)
+        assert len(frame) == count_, name  # no cell split a row, whatever it holds
+    from features.outputs import read_back
+    from features.reader import unescape_raw
+
     trimmed = result.features["customer_id"].tolist()
     assert read_back(out / "features.csv")["customer_id"].tolist() == trimmed
     assert read_back(out / "training_set.csv")["customer_id"].tolist() == trimmed
@@ -240,8 +243,6 @@ def test_every_output_file_reads_back_exactly(tmp_path_factory, ids: list[str]) 
 
 
 def test_hostile_ids_are_neutralised_in_every_output(tmp_path: Path) -> None:
-    from features.outputs import read_back
-
     assert main(["--transactions", str(CORPUS / "formula.csv"), "--out", str(tmp_path)]) == 0
     for name in ("features.csv", "quarantine.csv"):
         for line in (tmp_path / name).read_text().splitlines()[1:]:
@@ -249,6 +250,8 @@ def test_hostile_ids_are_neutralised_in_every_output(tmp_path: Path) -> None:
                 assert cell[:1] not in ("=", "@", "+", "\t", "\r") or cell[:1] == "-", (name, cell)
                 if cell.startswith("-"):
                     assert re.fullmatch(r"-[0-9.]+", cell), (name, cell)
+    from features.outputs import read_back
+
     ids = read_back(tmp_path / "features.csv")["customer_id"].tolist()
     assert '=HYPERLINK("http://evil.example","click")' in ids and "@SUM(A1)" in ids
     assert "+1+cmd|' /C calc'!A0" in ids
@@ -602,11 +605,12 @@ def test_no_published_feature_is_one_the_api_refuses() -> None:
 
 
 def test_bare_cr_corpus_file_reads_back(tmp_path: Path) -> None:
+    assert main(["--transactions", str(CORPUS / "bare_cr.csv"), "--out", str(tmp_path)]) == 0
+    for name, rows in (("features.csv", 2), ("quarantine.csv", 1)):
+        frame = pd.read_csv(tmp_path / name, dtype=str, keep_default_na=False)
+        assert len(frame) == rows, name  # the CR did not split a row
     from features.outputs import read_back
 
-    assert main(["--transactions", str(CORPUS / "bare_cr.csv"), "--out", str(tmp_path)]) == 0
-    features = pd.read_csv(tmp_path / "features.csv", dtype=str, keep_default_na=False)
-    assert len(features) == 2  # the CR did not split the row
     assert read_back(tmp_path / "features.csv")["customer_id"].tolist() == ["C2", "CUST\r01"]
     quarantine = read_back(tmp_path / "quarantine.csv")
     assert quarantine["description"].tolist() == ["BAD\rAMOUNT"]
@@ -622,3 +626,14 @@ def test_numpy_is_used_not_python_loops_for_plain_files() -> None:
     assert table.num_rows == 200_000
     assert time.perf_counter() - started < 5  # ~0.1 s on a laptop; generous for CI
     assert np.asarray(table.column("_line"))[-1] == 200_001
+
+
+def test_the_rules_are_stated_in_one_place() -> None:
+    from features.quality import MAX_RECORD_LINES, RULES
+    from features.report import LABEL_RULES
+
+    text = (Path(__file__).resolve().parents[1] / "features" / "README.md").read_text()
+    for code in [r.code for r in RULES] + [code for code, _, _ in LABEL_RULES]:
+        assert f"`{code}`" in text, code
+    assert f"`MAX_RECORD_LINES` ({MAX_RECORD_LINES})" in text
+    assert "Europe/London" in text and "`_SUCCESS`" in text
