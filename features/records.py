@@ -113,8 +113,9 @@ def _alternate(block_start: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     return candidates & ((index - first) % 2 == 0)
 
 
-def quote_stats(buf: np.ndarray, lines: Lines, delimiter: int) -> QuoteStats:
-    """The state machine on every line at once.
+def quote_stats(buf: np.ndarray, lines: Lines, delimiter: int, inside: bool = True) -> QuoteStats:
+    """The state machine on every line at once (``inside=False``: only the facts for lines
+    starting outside a quoted field, which is all a block without open quotes needs).
 
     Only odd-length runs of quotes change the state: an even run is escaped quotes (inside
     a quoted field) or an empty quoted field. Outside a field, an odd run opens one only if
@@ -150,16 +151,18 @@ def quote_stats(buf: np.ndarray, lines: Lines, delimiter: int) -> QuoteStats:
     # Starting outside: a line start breaks the alternation.
     state_out = _alternate(starts_field & (first_on_line | ~previous_starts), starts_field)
     # Starting inside: the line's first odd run closes the field, then as above.
-    previous_first = np.zeros(len(at), dtype=bool)
-    previous_first[1:] = first_on_line[:-1]
-    candidates = starts_field & ~first_on_line
-    state_in = _alternate(candidates & (previous_first | ~previous_starts), candidates)
+    state_in = np.zeros(len(at), dtype=bool)
+    if inside:
+        previous_first = np.zeros(len(at), dtype=bool)
+        previous_first[1:] = first_on_line[:-1]
+        candidates = starts_field & ~first_on_line
+        state_in = _alternate(candidates & (previous_first | ~previous_starts), candidates)
 
     has_odd = np.zeros(n, dtype=bool)
     has_odd[line] = True
     opens = np.zeros(n, dtype=bool)
     opens[line[last_on_line]] = state_out[last_on_line]
-    reopens = ~has_odd.copy()
+    reopens = ~has_odd
     reopens[line[last_on_line]] = state_in[last_on_line]
     # A run closes cleanly if the delimiter or the end of the line follows it.
     clean = run_end == lines.end[line]
@@ -170,12 +173,13 @@ def quote_stats(buf: np.ndarray, lines: Lines, delimiter: int) -> QuoteStats:
     # Other closing runs: the state drops from 1 to 0 along the same line.
     was_open_out = np.zeros(len(at), dtype=bool)
     was_open_out[1:] = state_out[:-1] & ~first_on_line[1:]
-    was_open_in = np.zeros(len(at), dtype=bool)
-    was_open_in[1:] = state_in[:-1] & ~first_on_line[1:]
     messy_out = np.zeros(n, dtype=bool)
     messy_out[line[was_open_out & ~clean]] = True
     messy_in = np.zeros(n, dtype=bool)
-    messy_in[line[was_open_in & ~clean]] = True
+    if inside:
+        was_open_in = np.zeros(len(at), dtype=bool)
+        was_open_in[1:] = state_in[:-1] & ~first_on_line[1:]
+        messy_in[line[was_open_in & ~clean]] = True
     # An even run that starts a field outside a quoted field opens and closes one ("" or
     # """"): it too must be followed by the delimiter or the end of the line.
     even = ~odd
@@ -354,8 +358,10 @@ def segment(
     """Group lines into rows under the quoting rule (module doc). Blank lines are skipped."""
     n = len(lines)
     blank = lines.start == lines.end
-    stats = quote_stats(buf, lines, delimiter)
-    if not stats.opens.any():
+    stats = quote_stats(buf, lines, delimiter, inside=False)
+    if stats.opens.any():
+        stats = quote_stats(buf, lines, delimiter)
+    else:
         single = np.flatnonzero(~blank)
         return Segments(single, single, stats.messy_out[single], np.zeros(0, dtype=np.int64), n)
     found = walk(line_facts(buf, lines, delimiter, stats), width, final, max_lines, max_bytes)
