@@ -248,7 +248,8 @@ def _process_locked(
 
     store.delete(CURATED, f"{batch}/{SUCCESS}")
     store.delete(CURATED, f"{batch}/{ERROR}")
-    store.delete(CURATED, f"{batch}/{WITHDRAWN}")
+    if store.stat(CURATED, f"{batch}/{WITHDRAWN}") is not None:  # only after a withdrawal
+        store.delete(CURATED, f"{batch}/{WITHDRAWN}")
     uploaded = max(i.last_modified for i in (transactions, labels) if i is not None)
     try:
         run = _run(store, batch, transactions, labels, predict)
