@@ -43,14 +43,15 @@ from features.blob_batch import CURATED, RAW, BlobStore, Outcome
 from features.outputs import to_csv_text
 from features.pipeline import run_pipeline
 from features.quality import FINDINGS, QUARANTINE_ORDER
+from features.synthetic import TRANSACTION_RATES
 from features.upload import upload_batch, upload_model
 from scoring.blob_source import source_from_settings
 from scoring.bundle import LocalDirSource, load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "artifacts"
-# Every transaction rule the synthetic generator injects (all but invalid_utf8).
-TRANSACTION_CODES = tuple(c for c in (*QUARANTINE_ORDER, *FINDINGS) if c != "invalid_utf8")
+# Every transaction rule the synthetic generator injects.
+TRANSACTION_CODES = tuple(c for c in (*QUARANTINE_ORDER, *FINDINGS) if c in TRANSACTION_RATES)
 
 
 @pytest.fixture(scope="module")
