@@ -171,8 +171,9 @@ def _step(data: dict[str, Any], n: int) -> Step:
 
 
 def from_estimator(estimator: Any) -> LinearParams | None:
-    """The parameters of a binary logistic regression, bare or after StandardScaler /
-    known FunctionTransformer steps in a Pipeline; None for anything else."""
+    """The parameters of a binary logistic regression (scikit-learn's, or the sign-limited
+    one in ``scoring.constrained``), bare or after StandardScaler / known FunctionTransformer
+    steps in a Pipeline; None for anything else."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
@@ -199,7 +200,9 @@ def from_estimator(estimator: Any) -> LinearParams | None:
                     steps.append(Step(op="function", function=name))
                     continue
             return None
-    if type(final) is not LogisticRegression:
+    from scoring.constrained import SignConstrainedLogisticRegression
+
+    if type(final) not in (LogisticRegression, SignConstrainedLogisticRegression):
         return None
     if [int(c) for c in final.classes_] != [0, 1] or final.coef_.shape[0] != 1:
         return None
