@@ -8,7 +8,9 @@ in Azure; ``func start`` does not check keys). The batch side is
 Settings (read at import, as the trigger's source must be known when functions are indexed):
 ``AzureWebJobsStorage`` (connection), ``BLOB_TRIGGER_SOURCE`` (``LogsAndContainerScan``
 locally, ``EventGrid`` on Flex Consumption), ``MODEL_CONTAINER``/``MODEL_NAME`` or
-``MODEL_DIR`` (which model bundle to serve).
+``MODEL_DIR`` (which model bundle to serve), ``DECISION_LOG_CONTAINER`` or
+``DECISION_LOG_DIR`` (where every HTTP decision is recorded before it is released; unset:
+not recorded).
 
 The blob trigger binds an SDK-type ``BlobClient`` (``azurefunctions-extensions-bindings-blob``):
 the host hands the worker a reference to the blob, never its content, and the batch is then
@@ -29,6 +31,7 @@ import pandas as pd
 
 from features import blob_batch
 from scoring import api
+from scoring.audit_blob import decision_log_from_settings
 from scoring.blob_source import source_from_settings
 from scoring.holder import ModelHolder, ModelUnavailableError
 
@@ -60,7 +63,13 @@ def batch_store() -> blob_batch.BlobStore:
 # One holder per instance, loaded lazily on first use (a bad bundle means 503s, not a crash
 # loop): from blob storage when MODEL_CONTAINER is set, else from MODEL_DIR. The HTTP API
 # and the batch predictions read it from the same place, ``http_app.state.holder``.
-http_app = api.create_app(holder=ModelHolder(source_from_settings), root_path=API_ROOT)
+# Decisions of the HTTP API go to the audit trail (an immutable blob container in Azure)
+# before they are released; the storage client is built on the first decision.
+http_app = api.create_app(
+    holder=ModelHolder(source_from_settings),
+    root_path=API_ROOT,
+    decision_log=decision_log_from_settings(),
+)
 
 
 def predict_with_current_model(features: pd.DataFrame) -> pd.DataFrame:

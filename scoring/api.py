@@ -13,19 +13,30 @@ not reliable under Functions) and the body guard. Tests build their own app or o
 ``model_holder``; nothing here is a module global to reset. Handlers are ``async`` and score
 with numpy in the event loop; the first model load and the parsing of large bodies run in
 worker threads. Nothing here logs request content.
+
+Every decision gets a ``request_id``. With a decision log (``scoring.audit``; the local one
+when ``DECISION_LOG_DIR`` is set) a response is sent only after its decisions are recorded;
+if they cannot be, the request is refused with 503 and nothing is released.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from features.definitions import ID
+from scoring.audit import (
+    DecisionLog,
+    DecisionLogError,
+    PendingDecisions,
+    local_decision_log,
+    new_request_ids,
+    now,
+)
 from scoring.bundle import LoadedModel
 from scoring.guard import BodyGuard, BodyRejectedError, GuardedRoute, on_body_rejected
 from scoring.holder import ModelHolder, ModelUnavailableError
@@ -40,8 +51,6 @@ from scoring.schema import (
 )
 from scoring.settings import Settings
 
-TOP_REASONS = 3
-
 _ERRORS: dict[int | str, dict[str, Any]] = {
     408: {"description": "The request body did not arrive in time; the connection is closed."},
     413: {"description": "Request body too large."},
@@ -55,8 +64,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _BODY_ERRORS = {
     **{k: _ERRORS[k] for k in (408, 413, 415, 422)},
     503: {
-        "description": "No model loaded (the detail says why; retried on later calls), or too "
-        "many request bodies arriving at once. Retry after the Retry-After seconds."
+        "description": "No model loaded (the detail says why; retried on later calls), too "
+        "many request bodies arriving at once, or the decision could not be recorded in the "
+        "audit trail (then nothing was decided). Retry after the Retry-After seconds."
     },
 }
 
@@ -71,6 +81,15 @@ async def model_holder(request: Request) -> ModelHolder:
 Holder = Annotated[ModelHolder, Depends(model_holder)]
 
 
+async def decision_log(request: Request) -> DecisionLog | None:
+    """The app's decision log (``app.state.decision_log``), None when decisions are not
+    recorded; a dependency tests may override."""
+    return request.app.state.decision_log
+
+
+Audit = Annotated[DecisionLog | None, Depends(decision_log)]
+
+
 async def loaded_model(holder: ModelHolder) -> LoadedModel:
     """The holder's model; the first load runs in a worker thread. Raises
     ``ModelUnavailableError`` (a 503)."""
@@ -83,26 +102,20 @@ async def loaded_model(holder: ModelHolder) -> LoadedModel:
 def _score(model: LoadedModel, ids: list[str], data: Assembled) -> list[dict[str, Any]]:
     """Vectorised scoring of assembled rows into response dicts.
 
-    Probabilities, contributions and each row's top reasons are computed for the whole
-    matrix at once; Python only assembles the output (``tolist`` avoids numpy scalars).
+    Probabilities and each row's reasons are computed for the whole matrix at once; Python
+    only assembles the output (``tolist`` avoids numpy scalars). ``reasons`` is None for a
+    bundle that gives none (GET /model says why).
     """
     probs = model.scorer.probabilities(data.matrix).tolist()
-    contrib = model.scorer.contributions(data.matrix)
     threshold = model.manifest.threshold
     version = model.manifest.model_version
-    reasons: list[list[dict[str, Any]] | None]
-    if contrib is None:
-        reasons = [None] * len(ids)
-    else:
-        fields = [model.plan.field_for(j) for j in range(contrib.shape[1])]
-        top = np.argsort(-contrib, axis=1, kind="stable")[:, :TOP_REASONS].tolist()
-        values, contribs = data.matrix.tolist(), contrib.tolist()
-        reasons = [
-            [{"feature": fields[j], "value": x[j], "contribution": c[j]} for j in order if c[j] > 0]
-            for order, x, c in zip(top, values, contribs, strict=True)
-        ]
+    explainer = model.explainer
+    reasons: list[list[dict[str, Any]]] | list[None]
+    reasons = [None] * len(ids) if explainer is None else explainer.explain(data.matrix)
+    request_ids = new_request_ids(len(ids))
     return [
         {
+            "request_id": request_ids[i],
             "customer_id": cid,
             "probability": p,
             "prediction": int(p >= threshold),
@@ -114,6 +127,27 @@ def _score(model: LoadedModel, ids: list[str], data: Assembled) -> list[dict[str
         }
         for i, (cid, p) in enumerate(zip(ids, probs, strict=True))
     ]
+
+
+async def _record(
+    audit: DecisionLog | None,
+    model: LoadedModel,
+    requests: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+) -> None:
+    """Write the decisions to the audit trail before they are released (raises
+    ``DecisionLogError``, a 503, if they cannot be)."""
+    if audit is None:
+        return
+    await audit.record(
+        PendingDecisions(
+            decided_at=now(),
+            model_version=model.manifest.model_version,
+            model_sha256=model.manifest.sha256,
+            requests=requests,
+            results=results,
+        )
+    )
 
 
 router = APIRouter(route_class=GuardedRoute)
@@ -147,9 +181,14 @@ async def ready(holder: Holder) -> JSONResponse:
     summary="The loaded model's manifest and runtime facts.",
     responses={503: _ERRORS[503]},
 )
-async def model_info(holder: Holder) -> JSONResponse:
+async def model_info(holder: Holder, audit: Audit) -> JSONResponse:
     model = await loaded_model(holder)
-    return JSONResponse(model.metadata())
+    return JSONResponse(
+        {
+            **model.metadata(),
+            "decision_log": audit.describe() if audit is not None else {"enabled": False},
+        }
+    )
 
 
 @router.post(
@@ -158,11 +197,13 @@ async def model_info(holder: Holder) -> JSONResponse:
     response_model=PredictResponse,
     responses=_BODY_ERRORS,
 )
-async def predict(body: PredictRequest, holder: Holder) -> JSONResponse:  # type: ignore[valid-type]
+async def predict(body: PredictRequest, holder: Holder, audit: Audit) -> JSONResponse:  # type: ignore[valid-type]
     model = await loaded_model(holder)
     record = body.__dict__
     data = assemble(model.plan, [record])
-    return JSONResponse(_score(model, [record[ID]], data)[0])
+    results = _score(model, [record[ID]], data)
+    await _record(audit, model, [record], results)
+    return JSONResponse(results[0])
 
 
 @router.post(
@@ -171,11 +212,12 @@ async def predict(body: PredictRequest, holder: Holder) -> JSONResponse:  # type
     response_model=BatchResponse,
     responses=_BODY_ERRORS,
 )
-async def predict_batch(body: BatchRequest, holder: Holder) -> JSONResponse:
+async def predict_batch(body: BatchRequest, holder: Holder, audit: Audit) -> JSONResponse:
     model = await loaded_model(holder)
     records = [item.__dict__ for item in body.items]
     data = assemble(model.plan, records, loc_prefix=("body", "items"), indexed=True)
     results = _score(model, [r[ID] for r in records], data)
+    await _record(audit, model, records, results)
     return JSONResponse({"model_version": model.manifest.model_version, "results": results})
 
 
@@ -227,15 +269,24 @@ async def _on_unavailable(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_not_recorded(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+
+_FROM_SETTINGS: Any = object()
+
+
 def create_app(
     settings: Settings | None = None,
     *,
     holder: ModelHolder | None = None,
     root_path: str = "",
+    decision_log: DecisionLog | None = _FROM_SETTINGS,
 ) -> FastAPI:
     """A scoring app. ``settings`` default to the environment's; ``holder`` defaults to one
     that lazily loads the bundle in ``settings.model_dir``; ``root_path`` is the prefix a
-    host serves the app under (the function app's ``/api``), empty for plain uvicorn."""
+    host serves the app under (the function app's ``/api``), empty for plain uvicorn;
+    ``decision_log`` defaults to the local one ``DECISION_LOG_DIR`` names (None: off)."""
     settings = settings or Settings.from_env()
     app = FastAPI(
         title="Credit-risk scoring",
@@ -251,11 +302,20 @@ def create_app(
     app.state.settings = settings
     app.state.holder = holder or ModelHolder(settings.local_source)
     app.state.body_guard = BodyGuard(settings.body)
+    if decision_log is _FROM_SETTINGS:
+        chosen = settings.decision_log
+        decision_log = local_decision_log(
+            chosen.directory, fsync=chosen.fsync, max_pending=chosen.max_pending
+        )
+    app.state.decision_log = decision_log
+    if decision_log is not None:
+        app.add_event_handler("shutdown", decision_log.close)
     app.include_router(router)
     app.add_exception_handler(BodyRejectedError, on_body_rejected)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(InputError, _on_input_error)
     app.add_exception_handler(ModelUnavailableError, _on_unavailable)
+    app.add_exception_handler(DecisionLogError, _on_not_recorded)
     return app
 
 

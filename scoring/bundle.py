@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from scoring.explain import NO_BASELINES, NOT_LINEAR, Explainer
 from scoring.inputs import InputPlan
 from scoring.linear import LinearParams, LinearParamsError, parse_linear
 from scoring.manifest import (
@@ -188,6 +189,9 @@ class LoadedModel:
     pickled: _PickledEstimator | None = field(default=None, repr=False, compare=False)
     # Where the bundle was read from, for files read later (the drift reference).
     bundle_source: BundleSource | None = field(default=None, repr=False, compare=False)
+    # Reasons: an explainer when the bundle can give them, else why not (shown in /model).
+    explainer: Explainer | None = field(default=None, repr=False, compare=False)
+    reasons_withheld: str = ""
 
     @property
     def estimator(self) -> Any:
@@ -212,6 +216,23 @@ class LoadedModel:
             },
             "warnings": list(self.warnings),
             "request_fields": self.plan.describe(),
+            "lookback_days": self.manifest.lookback.days if self.manifest.lookback else None,
+            "accepted_lookback_days": self.plan.describe_lookback(),
+            "reasons": self.describe_reasons(),
+        }
+
+    def describe_reasons(self) -> dict[str, Any]:
+        """Whether responses carry reasons, and if not, why (``reasons: null``)."""
+        explainer, section = self.explainer, self.manifest.reasons
+        if explainer is None or section is None:
+            return {"given": False, "why": self.reasons_withheld}
+        return {
+            "given": True,
+            "baseline": f"training {section.baseline} of each input",
+            "baseline_log_odds": round(explainer.baseline_log_odds, 6),
+            "top": section.top,
+            "rule": section.rule,
+            "families": section.families,
         }
 
 
@@ -288,10 +309,20 @@ def load_bundle(source: BundleSource) -> LoadedModel:
         verify_estimator(estimator, manifest)
         scorer = build_scorer(estimator)
         pickled = _PickledEstimator(blob, manifest, estimator)
+    plan = InputPlan.from_manifest(manifest)
+    explainer = None
+    if isinstance(scorer, LinearScorer):
+        fields = [plan.field_for(j) for j in range(len(manifest.inputs))]
+        explainer = Explainer.for_model(scorer.params, manifest, fields)
+    withheld = ""
+    if explainer is None:
+        withheld = manifest.reasons_withheld or (
+            NOT_LINEAR if manifest.reasons is not None else NO_BASELINES
+        )
     return LoadedModel(
         manifest=manifest,
         scorer=scorer,
-        plan=InputPlan.from_manifest(manifest),
+        plan=plan,
         warnings=tuple(dict.fromkeys(notes)),
         runtime_sklearn=runtime_sklearn,
         loaded_at=datetime.now(UTC),
@@ -299,4 +330,6 @@ def load_bundle(source: BundleSource) -> LoadedModel:
         source=source.describe(),
         pickled=pickled,
         bundle_source=source,
+        explainer=explainer,
+        reasons_withheld=withheld,
     )

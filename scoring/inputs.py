@@ -15,6 +15,10 @@ import numpy as np
 from features.definitions import ID
 from scoring.manifest import Manifest
 
+# Request field declaring the history window (days before the decision) the features were
+# computed over. Not a model input: checked against what the bundle accepts.
+LOOKBACK_FIELD = "lookback_days"
+
 
 class InputError(ValueError):
     """Request fields the model needs are missing or contradictory."""
@@ -32,6 +36,9 @@ class InputPlan:
     accepts: tuple[tuple[str, ...], ...]
     defaults: tuple[float | None, ...]
     used: frozenset[str]
+    # lookback_days values a request may declare; empty: the bundle records none, so a
+    # request that declares one cannot be checked and is refused.
+    lookbacks: tuple[int, ...] = ()
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> InputPlan:
@@ -40,7 +47,20 @@ class InputPlan:
             accepts=tuple(tuple(i.accepts) for i in manifest.inputs),
             defaults=tuple(i.default if i.optional else None for i in manifest.inputs),
             used=frozenset(a for i in manifest.inputs for a in i.accepts),
+            lookbacks=tuple(manifest.lookback.accepts) if manifest.lookback else (),
         )
+
+    def describe_lookback(self) -> list[int]:
+        return list(self.lookbacks)
+
+    def lookback_error(self) -> str:
+        if not self.lookbacks:
+            return (
+                "this model does not record the history window its features were computed "
+                "over, so it cannot accept one; omit the field (GET /model)"
+            )
+        allowed = ", ".join(str(d) for d in self.lookbacks)
+        return f"this model accepts features computed over {allowed} days only (GET /model)"
 
     def describe(self) -> list[dict[str, Any]]:
         return [
@@ -79,6 +99,9 @@ def assemble(
     for row, rec in enumerate(records):
         row_defaulted: list[str] = []
         base = (*loc_prefix, row) if indexed else loc_prefix
+        lookback = rec.get(LOOKBACK_FIELD)
+        if lookback is not None and lookback not in plan.lookbacks:
+            errors.append(_error(base, LOOKBACK_FIELD, plan.lookback_error(), "lookback"))
         for col in range(k):
             value = None
             for alias in plan.accepts[col]:
@@ -113,7 +136,11 @@ def assemble(
             matrix[row, col] = value
         defaulted.append(row_defaulted)
         ignored.append(
-            sorted(f for f, v in rec.items() if v is not None and f != ID and f not in plan.used)
+            sorted(
+                f
+                for f, v in rec.items()
+                if v is not None and f not in (ID, LOOKBACK_FIELD) and f not in plan.used
+            )
         )
     if errors:
         raise InputError(errors)

@@ -4,6 +4,12 @@ The manifest is the only record of a model's input order, so it is validated har
 accepted request field must be a Part 1 feature, no field feeds two inputs, and only 0/1
 flags may be optional (defaulting to 0). Numeric aggregates are never imputed.
 
+Inputs of a model trained by ``scoring.train`` also carry their ``risk_direction`` (+1: higher
+is riskier, -1: lower is), ``baseline`` (the training median, the value contributions are
+measured from) and ``reason_family``; the ``reasons`` section then says how reasons are
+given. ``lookback`` records the history window the training features were computed over,
+which is the only window a request may declare.
+
 It is also the bundle's table of contents: the sha256 of ``model.joblib`` and, when present,
 of ``linear.json`` (the linear model's parameters, served without unpickling) and
 ``reference.json`` (the training data's distributions, for drift). Every file is checked
@@ -19,6 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from features.definitions import FEATURE_NAMES, FLAG_FEATURES
+from scoring.reasons import FAMILIES
 
 MANIFEST_FILE = "model.json"
 MODEL_FILE = "model.joblib"
@@ -44,9 +51,25 @@ class InputSpec(BaseModel):
     )
     optional: bool = Field(description="May be absent from a request (flags only).")
     default: float | None = Field(default=None, description="Value used when absent.")
+    risk_direction: Literal[-1, 1] | None = Field(
+        default=None, description="+1: a higher value is riskier; -1: a lower value is."
+    )
+    baseline: float | None = Field(
+        default=None,
+        description="Value contributions are measured from (the manifest's reasons.baseline "
+        "says which statistic of the training rows).",
+        allow_inf_nan=False,
+    )
+    reason_family: str | None = Field(
+        default=None, description="Reason family this input's contribution counts towards."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> InputSpec:
+        if self.reason_family is not None and self.reason_family not in FAMILIES:
+            raise ValueError(
+                f"input {self.name!r} has unknown reason_family {self.reason_family!r}"
+            )
         unknown = [a for a in self.accepts if a not in FEATURE_NAMES]
         if unknown:
             raise ValueError(f"input {self.name!r} accepts unknown request fields {unknown}")
@@ -84,6 +107,29 @@ class ReferenceSection(BaseModel):
     rows: Annotated[int, Field(gt=0)] = Field(description="Training rows it describes.")
 
 
+class ReasonsSection(BaseModel):
+    """How the bundle's reasons are given: per family, from each input's baseline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    baseline: Literal["median"] = Field(
+        description="Statistic of the training rows each input's baseline is."
+    )
+    top: Annotated[int, Field(ge=1, le=10)] = Field(description="Most reasons per decision.")
+    families: dict[str, str] = Field(description="Reason family -> the text a customer reads.")
+    rule: str = Field(description="When a reason is given, in words.")
+
+
+class LookbackSection(BaseModel):
+    """The history window (days before the decision) the training features were computed over."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    days: Annotated[int, Field(gt=0)]
+    accepts: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)] = Field(
+        description="lookback_days values a request may declare."
+    )
+    source: str = Field(description="Where the value came from (training report or flag).")
+
+
 class Manifest(BaseModel):
     """Everything a service needs to serve a model and to tell its users what it is."""
 
@@ -107,6 +153,15 @@ class Manifest(BaseModel):
     reference: ReferenceSection | None = Field(
         default=None, description="Set when reference.json holds a drift reference profile."
     )
+    reasons: ReasonsSection | None = Field(
+        default=None, description="Set when every input has a direction, baseline and family."
+    )
+    reasons_withheld: str | None = Field(
+        default=None, description="Why this bundle gives no reasons (shown in /model)."
+    )
+    lookback: LookbackSection | None = Field(
+        default=None, description="History window of the training features; None: unknown."
+    )
 
     @model_validator(mode="after")
     def _check_inputs(self) -> Manifest:
@@ -117,6 +172,20 @@ class Manifest(BaseModel):
         dup = sorted({a for a in fields if fields.count(a) > 1})
         if dup:
             raise ValueError(f"request fields {dup} feed more than one input")
+        if self.reasons is not None:
+            incomplete = [
+                i.name
+                for i in self.inputs
+                if i.risk_direction is None or i.baseline is None or i.reason_family is None
+            ]
+            if incomplete:
+                raise ValueError(
+                    f"reasons need risk_direction, baseline and reason_family on every input; "
+                    f"missing on {incomplete}"
+                )
+            unknown = sorted({i.reason_family for i in self.inputs} - set(self.reasons.families))
+            if unknown:
+                raise ValueError(f"reasons.families has no text for {unknown}")
         return self
 
     @property

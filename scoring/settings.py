@@ -11,6 +11,10 @@ bundle source read theirs through here too, so a name is spelt once.
 | ``MODEL_NAME`` | bundle prefix inside ``MODEL_CONTAINER`` | ``current`` |
 | ``SCORING_BODY_TIMEOUT_S`` | seconds a client has to send a request body | ``10`` |
 | ``SCORING_MAX_PENDING_BODIES`` | bodies being received at once (more: 503) | ``16`` |
+| ``DECISION_LOG_DIR`` | directory of the local decision audit trail | unset: off |
+| ``DECISION_LOG_CONTAINER`` | blob container of the audit trail (function app only) | unset: off |
+| ``DECISION_LOG_FSYNC`` | ``0`` skips fsync after each local write | ``1`` |
+| ``DECISION_LOG_MAX_PENDING`` | requests waiting for the audit writer (more: 503) | ``256`` |
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ DEFAULT_MODEL_NAME = "current"
 # Request bodies above this are refused with 413. The largest valid batch (1000 items with
 # every field at its longest) is about 0.9 MiB: a test keeps the two consistent.
 MAX_BODY_BYTES = 1_048_576
-# The most keys a valid body can hold: a full batch with every Part 1 feature and the id.
-MAX_JSON_KEYS = MAX_BATCH * (len(FEATURES) + 1) + 1
+# The most keys a valid body can hold: a full batch whose items carry the id, every Part 1
+# feature and lookback_days, plus "items".
+MAX_JSON_KEYS = MAX_BATCH * (len(FEATURES) + 2) + 1
 
 
 Number = TypeVar("Number", int, float)
@@ -64,11 +69,22 @@ class BodyLimits:
 
 
 @dataclass(frozen=True)
+class DecisionLogSettings:
+    """Where decisions are recorded (``scoring.audit``); both unset: not recorded."""
+
+    directory: Path | None = None
+    container: str | None = None
+    fsync: bool = True
+    max_pending: int = 256
+
+
+@dataclass(frozen=True)
 class Settings:
     model_dir: Path = field(default_factory=lambda: PROJECT_ROOT / DEFAULT_MODEL_DIR)
     model_container: str | None = None
     model_name: str = DEFAULT_MODEL_NAME
     body: BodyLimits = field(default_factory=BodyLimits)
+    decision_log: DecisionLogSettings = field(default_factory=DecisionLogSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -81,6 +97,12 @@ class Settings:
             body=BodyLimits(
                 read_timeout_s=_positive(env, "SCORING_BODY_TIMEOUT_S", float, 10.0),
                 max_pending=_positive(env, "SCORING_MAX_PENDING_BODIES", int, 16),
+            ),
+            decision_log=DecisionLogSettings(
+                directory=_path(env, "DECISION_LOG_DIR"),
+                container=(env.get("DECISION_LOG_CONTAINER") or "").strip() or None,
+                fsync=_flag(env, "DECISION_LOG_FSYNC", True),
+                max_pending=_positive(env, "DECISION_LOG_MAX_PENDING", int, 256),
             ),
         )
 
@@ -100,6 +122,25 @@ def _positive(env: Mapping[str, str], name: str, kind: type[Number], default: Nu
     if not (value > 0 and math.isfinite(value)):
         raise SettingsError(f"{name} must be {what} greater than 0, got {text[:40]!r}")
     return value
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    text = (env.get(name) or "").strip()
+    if not text:
+        return None
+    path = Path(text)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    text = (env.get(name) or "").strip().lower()
+    if not text:
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be 1 or 0, got {text[:40]!r}")
 
 
 def model_dir() -> Path:
