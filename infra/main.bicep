@@ -117,6 +117,22 @@ param operatorPrincipalId string = ''
 ])
 param operatorPrincipalType string = 'User'
 
+@description('Days every decision record in the audit container stays immutable (2190 = 6 years).')
+@minValue(1)
+@maxValue(146000)
+param decisionRetentionDays int = 2190
+
+@description('Optional object id of the auditor (person or group) allowed to read the decision audit trail.')
+param auditorPrincipalId string = ''
+
+@description('Principal type of auditorPrincipalId.')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param auditorPrincipalType string = 'Group'
+
 // Lower case and without "-", "_" or ".", so the storage account name (lowercase letters
 // and digits only) is valid for any prefix that passes the length checks.
 var cleanPrefix = toLower(replace(replace(replace(prefix, '-', ''), '_', ''), '.', ''))
@@ -146,6 +162,7 @@ var names = {
 }
 var deploymentContainerName = 'app-package'
 var deadLetterContainerName = 'eventgrid-deadletter'
+var decisionContainerName = 'decisions'
 
 resource functionIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' = {
   name: names.functionIdentity
@@ -170,6 +187,8 @@ module storage 'modules/storage.bicep' = {
     deadLetterContainerName: deadLetterContainerName
     privateNetwork: vnetEnabled
     operatorIpRanges: operatorIps
+    decisionContainerName: decisionContainerName
+    decisionRetentionDays: decisionRetentionDays
   }
 }
 
@@ -207,6 +226,9 @@ module roles 'modules/roles.bicep' = {
     storageAccountName: storage.outputs.name
     appInsightsName: monitoring.outputs.appInsightsName
     deadLetterContainerName: deadLetterContainerName
+    decisionContainerName: storage.outputs.decisionContainerName
+    auditorPrincipalId: auditorPrincipalId
+    auditorPrincipalType: auditorPrincipalType
     functionPrincipalId: functionIdentity.properties.principalId
     eventGridPrincipalId: eventGridIdentity.properties.principalId
     operatorPrincipalId: operatorPrincipalId
@@ -321,5 +343,6 @@ output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output EVENT_GRID_SYSTEM_TOPIC_NAME string = eventGrid.outputs.systemTopicName
 output EVENT_GRID_IDENTITY_ID string = eventGridIdentity.id
 output DEAD_LETTER_CONTAINER string = deadLetterContainerName
+output DECISION_LOG_CONTAINER string = decisionContainerName
 output MODEL_NAME string = modelName
 output VNET_ENABLED bool = vnetEnabled

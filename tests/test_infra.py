@@ -206,9 +206,56 @@ def test_containers_include_the_contract_ones_and_are_private() -> None:
     concat = storage["variables"]["allContainers"]["value"]["function"]["parameters"]
     assert concat["arg_1"] == "dataContainers"
     assert "deploymentContainerName" in concat["arg_2"]
-    containers = only(storage, "Microsoft.Storage/storageAccounts/blobServices/containers")
-    assert containers["config"]["loop_type"]["detail"]["array_name"] == "allContainers"
-    assert containers["body"]["properties"]["publicAccess"] == "None"
+    containers = resources(storage, "Microsoft.Storage/storageAccounts/blobServices/containers")
+    assert set(containers) == {"containers", "decisionContainer"}
+    loop = containers["containers"]
+    assert loop["config"]["loop_type"]["detail"]["array_name"] == "allContainers"
+    assert all(c["body"]["properties"]["publicAccess"] == "None" for c in containers.values())
+
+
+def test_the_decision_audit_container_keeps_every_record_immutable_but_appendable() -> None:
+    """Issue 19 #5: an append-only container with a time-based retention policy; the API
+    writes append blobs (scoring/audit_blob.py), so protected append writes are allowed."""
+    storage = template("modules/storage.bicep")
+    container = resources(storage, "Microsoft.Storage/storageAccounts/blobServices/containers")[
+        "decisionContainer"
+    ]
+    assert container["body"]["name"] == "decisionContainerName"
+    assert param_default(storage, "decisionContainerName") == "decisions"
+    policy = only(
+        storage, "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies"
+    )
+    assert policy["body"]["parent"] == "decisionContainer" and policy["body"]["name"] == "default"
+    props = policy["body"]["properties"]
+    assert props["allowProtectedAppendWrites"] is True
+    assert "allowProtectedAppendWritesAll" not in props  # block blobs stay fully immutable
+    days = param_default(storage, props["immutabilityPeriodSinceCreationInDays"])
+    assert days >= 5 * 365  # records outlive the complaint window
+    # Lifecycle rules never expire anything in the audit container.
+    rules = only(storage, "Microsoft.Storage/storageAccounts/managementPolicies")["body"]
+    for rule in rules["properties"]["policy"]["rules"]:
+        assert not any("decision" in p for p in rule["definition"]["filters"]["prefixMatch"])
+    main = template("main.bicep")
+    assert main["variables"]["decisionContainerName"]["value"] == "decisions"
+    assert main["outputs"]["DECISION_LOG_CONTAINER"]["value"] == "decisionContainerName"
+
+
+def test_only_the_function_writes_and_only_an_auditor_reads_the_decisions() -> None:
+    tree = template("modules/roles.bicep")
+    container_type = "Microsoft.Storage/storageAccounts/blobServices/containers"
+    by_principal: dict[str, set[str]] = {}
+    for symbol, assignment in role_assignments().items():
+        scope = tree["resources"][assignment["body"]["scope"]]
+        if scope["type"] != container_type or scope["config"]["name"] != "decisionContainerName":
+            continue
+        principal = assignment["body"]["properties"]["principalId"]
+        by_principal.setdefault(principal, set()).update(role_ids(assignment, tree))
+        if principal == "auditorPrincipalId":
+            assert assignment["condition"] is not None, symbol  # only when an id is given
+    assert by_principal == {
+        "functionPrincipalId": {BLOB_DATA_CONTRIBUTOR},
+        "auditorPrincipalId": {BLOB_DATA_READER},
+    }
 
 
 def test_versioning_and_soft_delete_with_long_retention_for_models_and_curated() -> None:

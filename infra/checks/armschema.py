@@ -69,6 +69,9 @@ DEFINITIONS: dict[str, Definition] = {
     "Microsoft.Storage/storageAccounts/blobServices/containers": Definition(
         "azure.mgmt.storage", "blob_containers", "BlobContainer"
     ),
+    "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies": Definition(
+        "azure.mgmt.storage", "blob_containers", "ImmutabilityPolicy"
+    ),
     "Microsoft.Storage/storageAccounts/managementPolicies": Definition(
         "azure.mgmt.storage", "management_policies", "ManagementPolicy"
     ),

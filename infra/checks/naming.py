@@ -66,6 +66,9 @@ RULES: dict[str, Rule] = {
     "Microsoft.Storage/storageAccounts/managementPolicies": Rule(
         7, 7, r"default", "must be default"
     ),
+    "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies": Rule(
+        7, 7, r"default", "must be default"
+    ),
     "Microsoft.Web/serverfarms": Rule(1, 60, r"[A-Za-z0-9-]+", "alphanumerics and hyphens"),
     "Microsoft.Web/sites": Rule(
         2,

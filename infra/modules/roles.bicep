@@ -4,6 +4,10 @@
 //   queue contributor for blob-trigger bookkeeping, table contributor for host diagnostic
 //   events), scoped to this one storage account, plus Monitoring Metrics Publisher on this
 //   one Application Insights component so telemetry can be sent with Entra ID auth;
+// - the function identity also gets Blob Data Contributor on the decision audit container,
+//   stating what the API needs there even if its account-wide role is narrowed later (the
+//   container's retention policy, not the role, is what stops records being changed);
+// - an optional auditor principal may read the decision audit container, nothing else;
 // - the Event Grid identity may only write into the dead-letter container;
 // - an optional operator principal may write model bundles and raw batches, and read the
 //   curated outputs and the quarantine (python -m features.upload --wait reads curated/).
@@ -11,6 +15,9 @@
 param storageAccountName string
 param appInsightsName string
 param deadLetterContainerName string
+
+@description('Container of the decision audit trail.')
+param decisionContainerName string
 
 @description('Principal (object) id of the function app identity.')
 param functionPrincipalId string
@@ -28,6 +35,17 @@ param operatorPrincipalId string = ''
   'ServicePrincipal'
 ])
 param operatorPrincipalType string = 'User'
+
+@description('Optional Entra ID object id of the auditor (person or group) who may read the decision audit trail. Empty: no assignment.')
+param auditorPrincipalId string = ''
+
+@description('Principal type of auditorPrincipalId.')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param auditorPrincipalType string = 'Group'
 
 // Built-in role definition ids (the same in every tenant).
 var roleIds = {
@@ -79,6 +97,11 @@ resource quarantineContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   name: 'quarantine'
 }
 
+resource decisionContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: decisionContainerName
+}
+
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
 }
@@ -100,6 +123,26 @@ resource functionMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.monitoringMetricsPublisher)
     principalId: functionPrincipalId
     principalType: 'ServicePrincipal'
+  }
+}
+
+resource functionDecisionWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(decisionContainer.id, functionPrincipalId, roleIds.storageBlobDataContributor)
+  scope: decisionContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageBlobDataContributor)
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource auditorDecisionReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(auditorPrincipalId)) {
+  name: guid(decisionContainer.id, auditorPrincipalId, roleIds.storageBlobDataReader)
+  scope: decisionContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageBlobDataReader)
+    principalId: auditorPrincipalId
+    principalType: auditorPrincipalType
   }
 }
 

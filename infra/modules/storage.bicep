@@ -1,5 +1,6 @@
-// Storage for the data lake (raw -> curated/quarantine), the model bundles, the Flex
-// Consumption deployment package and the Functions host itself (AzureWebJobsStorage).
+// Storage for the data lake (raw -> curated/quarantine), the model bundles, the decision
+// audit trail, the Flex Consumption deployment package and the Functions host itself
+// (AzureWebJobsStorage).
 // Identity-only access: shared keys are off, so every caller needs an Entra ID role.
 // With privateNetwork the data plane is closed to the internet except for the operators'
 // IP ranges: the app reaches it through private endpoints (modules/network.bicep) and
@@ -31,6 +32,14 @@ param privateNetwork bool = true
 
 @description('Public IPv4 addresses or CIDR ranges (up to /30) allowed to reach the data plane when privateNetwork is true: the operators who upload batches and models.')
 param operatorIpRanges array = []
+
+@description('Container of the decision audit trail: append blobs under date=YYYY-MM-DD/, written by the scoring API (DECISION_LOG_CONTAINER).')
+param decisionContainerName string = 'decisions'
+
+@description('Days every decision record stays immutable (time-based retention; counted from an append blob\'s last append). 2190 = 6 years.')
+@minValue(1)
+@maxValue(146000)
+param decisionRetentionDays int = 2190
 
 @description('Days after last modification before raw uploads move to the cool tier.')
 @minValue(1)
@@ -140,6 +149,30 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
   }
 }]
 
+// The decision audit trail: a container of its own (outside the loop above) because it
+// carries a time-based retention policy. With allowProtectedAppendWrites the API may create
+// append blobs and add blocks to them; nothing can be overwritten or deleted until the
+// retention period has passed since a blob's last append. The policy is deployed unlocked
+// (an unlocked policy can still be shortened or removed, e.g. in a test environment); lock
+// it once in production (infra/README.md, "Decision audit trail"). Locking cannot be
+// declared here: it is a separate action on the policy.
+resource decisionContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: decisionContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource decisionRetention 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = {
+  parent: decisionContainer
+  name: 'default'
+  properties: {
+    immutabilityPeriodSinceCreationInDays: decisionRetentionDays
+    allowProtectedAppendWrites: true
+  }
+}
+
 resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
   parent: account
   name: 'default'
@@ -227,4 +260,5 @@ output name string = account.name
 output blobEndpoint string = account.properties.primaryEndpoints.blob
 output queueEndpoint string = account.properties.primaryEndpoints.queue
 output tableEndpoint string = account.properties.primaryEndpoints.table
+output decisionContainerName string = decisionContainer.name
 output deploymentContainerUrl string = '${account.properties.primaryEndpoints.blob}${deploymentContainerName}'
