@@ -449,3 +449,31 @@ def test_training_refuses_a_feature_without_a_direction(
     with pytest.raises(training.TrainingDataError, match=r"\['fee_count'\]"):
         training.train(csv, tmp_path / "b")
     assert not (tmp_path / "b").exists()
+
+
+def test_the_model_card_quotes_the_shipped_bundle() -> None:
+    """scoring/MODEL_CARD.md repeats figures from artifacts/trained/model.json: retraining
+    without updating the card fails here."""
+    card = (PROJECT_ROOT / "scoring" / "MODEL_CARD.md").read_text()
+    manifest = json.loads((TRAINED / "model.json").read_text())
+    m = manifest["metrics"]
+    assert f"`{manifest['name']}@{manifest['version']}`" in card
+    assert f"| AUC | {m['cross_validated']['auc']:.3f} |" in card
+    low, high = m["cross_validated_ci"]["auc"]
+    assert f"{low:.3f}-{high:.3f}" in card
+    assert f"{m['oracle']['auc']:.3f}" in card and f"{m['oracle']['model_auc_share']:.3f}x" in card
+    for spec in manifest["inputs"]:
+        assert f"| `{spec['name']}` |" in card
+    selection = m["inputs"]["selection"]
+    dropped = {d["feature"]: d["why"] for d in selection["dropped"]}
+    for name, before in selection["vif_before"].items():
+        after = selection["vif_after"].get(name)
+        shown = (
+            f"{after:.2f}"
+            if after is not None
+            else ("zero" if dropped[name].startswith("held at zero") else "dropped")
+        )
+        assert f"| `{name}` | {before:.1f} | {shown} |" in card, name
+    wrong = m["reasons"]["unconstrained_reference_in_sample"]["wrong_direction_share"]
+    assert f"| {100 * wrong:.1f}% |" in card
+    assert m["reasons"]["in_sample"]["wrong_direction_share"] == 0.0
