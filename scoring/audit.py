@@ -172,6 +172,8 @@ class DecisionLog:
     def submit(self, pending: PendingDecisions) -> concurrent.futures.Future[None]:
         """Queue decisions for writing; the future completes once they are written.
         Raises ``DecisionLogBusyError`` at once if the queue is full."""
+        if self._closed:
+            raise DecisionLogUnavailableError("the decision log is closed; nothing was decided")
         self._ensure_started()
         try:
             self._queue.put_nowait(pending)
@@ -240,8 +242,10 @@ class DecisionLog:
                 item.done.set_result(None)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop the thread and close the sink."""
+        """Write what is queued, then stop the thread and close the sink (once)."""
         with self._start_lock:
+            if self._closed:
+                return
             self._closed = True
             thread = self._thread
         if thread is None:

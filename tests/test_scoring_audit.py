@@ -479,3 +479,16 @@ def test_the_function_app_records_decisions_when_configured(
     assert blob is not None and blob.describe()["store"].startswith("blob container decisions")
     source = Path(function_app.__file__).read_text()
     assert "decision_log=decision_log_from_settings()" in source
+
+
+def test_a_closed_log_refuses_instead_of_hanging(log_dir: Path) -> None:
+    log = local_decision_log(log_dir)
+    assert log is not None
+    app = app_with_log(ARTIFACTS, log)
+    with TestClient(app) as client:
+        assert client.post("/predict", json=BRIEF_EXAMPLE).status_code == 200
+    log.close()  # the app's shutdown closed it already: closing again is harmless
+    with TestClient(app) as client:
+        r = client.post("/predict", json=BRIEF_EXAMPLE)
+        assert r.status_code == 503 and "closed" in r.json()["detail"]
+    assert len(read_records(log_dir)) == 1
