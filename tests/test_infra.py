@@ -364,6 +364,14 @@ def test_app_settings_use_identity_based_connections() -> None:
         assert settings[f"AzureWebJobsStorage__{service}ServiceUri"] == f"{service}Endpoint"
     assert settings["MODEL_CONTAINER"] == "models"
     assert settings["MODEL_NAME"] == "modelName"
+    # The audit trail is on in Azure: the container the storage module creates.
+    assert settings["DECISION_LOG_CONTAINER"] == "decisionLogContainer"
+    (call,) = [
+        unwrap(m["config"])[0]
+        for m in template("main.bicep")["modules"].values()
+        if m["detail"]["path"] == "modules/functionapp.bicep"
+    ]
+    assert dotted(call["params"]["decisionLogContainer"]) == "storage.outputs.decisionContainerName"
     assert param_default(template("modules/functionapp.bicep"), "modelName") == "current"
     assert settings["BLOB_TRIGGER_SOURCE"] == "EventGrid"
     assert "Authorization=AAD" in settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]

@@ -32,6 +32,9 @@ param deploymentContainerUrl string
 @description('Application Insights connection string: an endpoint and an id, not a credential (local auth is disabled on the component).')
 param appInsightsConnectionString string
 
+@description('Container of the decision audit trail (append blobs under a retention policy).')
+param decisionLogContainer string
+
 @description('Blob name of the model bundle inside the models container.')
 param modelName string = 'current'
 
@@ -133,6 +136,11 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'MODEL_NAME'
           value: modelName
+        }
+        {
+          // Every /api/predict decision is appended here (scoring.audit_blob); unset = off.
+          name: 'DECISION_LOG_CONTAINER'
+          value: decisionLogContainer
         }
         {
           // Flex Consumption supports only the Event Grid source for blob triggers.
