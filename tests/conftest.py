@@ -44,12 +44,11 @@ HANDOVER = ROOT.parent / "shared" / "handover"
 AZURITE_HOST = "127.0.0.1"
 # Another port lets two checkouts run their suites side by side (AZURITE_BLOB_PORT=10010).
 AZURITE_BLOB_PORT = int(os.environ.get("AZURITE_BLOB_PORT") or 10000)
-# Azurite's development account, addressed the way the Functions runtime does locally; on
-# another port, the same account spelt out as a full connection string.
+# Azurite's development account as a full connection string, which every client accepts
+# (the azure SDK itself does not expand the "UseDevelopmentStorage=true" shorthand; our
+# connect() does, tested on its own).
 AZURITE_CONNECTION = (
-    "UseDevelopmentStorage=true"
-    if AZURITE_BLOB_PORT == 10000
-    else "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
     f"AccountKey={DEV_ACCOUNT_KEY};"
     f"BlobEndpoint=http://{AZURITE_HOST}:{AZURITE_BLOB_PORT}/devstoreaccount1;"
 )

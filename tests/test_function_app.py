@@ -136,6 +136,16 @@ def test_identity_connection_uses_the_managed_identity_settings(
     assert isinstance(client.credential, ManagedIdentityCredential)
 
 
+def test_the_development_storage_shorthand_means_local_azurite(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What local.settings.json and the README export: the SDK alone would refuse it."""
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    client = blob_batch.connect()
+    assert client.url.rstrip("/") == "http://127.0.0.1:10000/devstoreaccount1"
+    assert client.account_name == "devstoreaccount1"
+
+
 def test_missing_connection_settings_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("AzureWebJobsStorage"):
