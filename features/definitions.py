@@ -16,11 +16,13 @@ edge, rounded to 2 dp.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from features.text import CATEGORIES
+
+if TYPE_CHECKING:  # numpy and pandas are imported where used: the API reads only the names
+    import numpy as np
+    import pandas as pd
 
 PENCE_PER_POUND = 100
 SECONDS_PER_DAY = 86_400
@@ -157,6 +159,8 @@ def feature_bounds(feature: Feature) -> tuple[float, float]:
 
 def out_of_bounds(features: pd.DataFrame) -> np.ndarray:
     """True for each customer with a feature value outside ``feature_bounds`` (or NaN)."""
+    import numpy as np
+
     outside = np.zeros(len(features), dtype=bool)
     for feature in FEATURES:
         low, high = feature_bounds(feature)
@@ -212,6 +216,9 @@ def finalise(aggregates: pd.DataFrame, months: pd.DataFrame, as_of_ts: int) -> p
     has one row per (customer_id, month) with ``salary_in_month``; ``as_of_ts`` is the
     batch's as-of instant (latest valid transaction) in epoch seconds.
     """
+    import numpy as np
+    import pandas as pd
+
     a = aggregates.sort_index()
     n = a["n"].astype("int64")
     debit = a["debit_pence"].astype("int64")

@@ -11,11 +11,12 @@ import json
 import re
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
+if TYPE_CHECKING:  # imported where used: the API reads only the lexicon's categories
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
 
 LEXICON_PATH = Path(__file__).with_name("lexicon.json")
 # Anything that is not a letter (punctuation, digits, underscore, whitespace) becomes a space.
@@ -57,6 +58,8 @@ def category_pattern(phrases: tuple[str, ...]) -> str:
 
 def categorise(normalised: pd.Series) -> pd.DataFrame:
     """One boolean column ``is_<category>`` per lexicon category."""
+    import pandas as pd
+
     out = {}
     for category, phrases in load_lexicon().items():
         out[f"is_{category}"] = normalised.str.contains(category_pattern(phrases), regex=True)
@@ -69,6 +72,11 @@ def describe_distinct(descriptions: pa.Array) -> tuple[np.ndarray, pd.DataFrame]
     Returns (code per row, one row per distinct description with ``description_clean`` and
     the ``is_<category>`` flags); row i's flags are ``table.iloc[codes[i]]``.
     """
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     encoded = pc.dictionary_encode(pc.fill_null(descriptions, ""))
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.combine_chunks()
@@ -80,6 +88,8 @@ def describe_distinct(descriptions: pa.Array) -> tuple[np.ndarray, pd.DataFrame]
 
 def describe(descriptions: pd.Series) -> pd.DataFrame:
     """``describe_distinct`` expanded back to one row per input row."""
+    import pyarrow as pa
+
     values = pa.array(descriptions.astype(object).where(descriptions.notna(), None), pa.string())
     codes, table = describe_distinct(values)
     out = table.iloc[codes].reset_index(drop=True)

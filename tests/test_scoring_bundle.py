@@ -249,6 +249,7 @@ def test_shipped_handover_linear_json_is_reproducible(tmp_path: Path) -> None:
 
 SERVING_PROBE = """
 import json, sys
+HEAVY = ("sklearn", "joblib", "scipy", "pandas", "pyarrow")
 from fastapi.testclient import TestClient
 from scoring import api
 client = TestClient(api.app)
@@ -257,7 +258,7 @@ r = client.post("/predict", json=body)
 assert r.status_code == 200, r.text
 print(json.dumps({"probability": r.json()["probability"],
                   "runtime": client.get("/model").json()["runtime"],
-                  "loaded": sorted(m for m in ("sklearn", "joblib", "scipy") if m in sys.modules)}))
+                  "loaded": sorted(m for m in HEAVY if m in sys.modules)}))
 """
 
 
@@ -266,7 +267,8 @@ def test_serving_a_linear_bundle_imports_neither_sklearn_nor_joblib_nor_unpickle
 ) -> None:
     """A fresh interpreter serves /predict from linear.json. The bundle's pickle is a trap
     (unpickling it creates a file, and its sha256 is in the manifest, so it would be
-    trusted): it is never unpickled, and scikit-learn, joblib and scipy are never imported."""
+    trusted): it is never unpickled, and scikit-learn, joblib and scipy are never imported;
+    nor are pandas and pyarrow (the feature definitions the API reads import them lazily)."""
     bundle = copy_bundle(tmp_path / "b")
     marker = tmp_path / "unpickled"
     resign(bundle, "model.joblib", pickle.dumps(_Boom(marker)))
