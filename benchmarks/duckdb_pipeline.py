@@ -14,6 +14,11 @@ read by DuckDB itself, any other through a copy of the rows the shared reader sp
 reading is shared; every data-quality rule and feature is DuckDB's own SQL. The scan
 costs about 0.2 s per million rows and is part of the timed work.
 
+It fills the same engine contract as pandas and Spark (``run_duckdb`` returns a
+``features.engine.RunResult``: one ``Tally``, the shared report), runs the shared
+``require_every_rule`` guard, and differs in what it does not do: it collects no example
+values and writes no quarantine rows (it counts them).
+
 Run: ``python -m benchmarks.duckdb_pipeline --transactions X --out DIR [--now ISO]`` writes
 ``features.parquet`` (and, with ``--counts``, ``counts.json``).
 """
@@ -50,20 +55,16 @@ from features.definitions import (
     SECONDS_PER_DAY,
     feature_bounds,
 )
+from features.engine import RunResult, finish_run
+from features.labels import read_labels
 from features.quality import (
     AMOUNT_LEADING_ZEROS,
     AMOUNT_PATTERN,
     CREDIT_WORDS,
     DEBIT_WORDS,
-    EARLIEST_TIMESTAMP,
     FIELD_MAX,
-    FINDINGS,
-    FUTURE_TOLERANCE_SECONDS,
     ISO_GROUPS,
     ISO_TIMESTAMP,
-    LARGE_AMOUNT_PENCE,
-    MAX_ABS_AMOUNT_PENCE,
-    QUARANTINE_ORDER,
     UK_GROUPS,
     UK_TIMESTAMP,
     UK_ZONE,
@@ -71,17 +72,28 @@ from features.quality import (
 )
 from features.reader import REJECT, open_csv
 from features.reader import read_header as reader_header
-from features.records import MAX_RECORD_BYTES
+from features.rules import (
+    EARLIEST_TIMESTAMP,
+    FUTURE_TOLERANCE_SECONDS,
+    LARGE_AMOUNT_PENCE,
+    MAX_ABS_AMOUNT_PENCE,
+    MAX_RECORD_BYTES,
+    QUARANTINE_ORDER,
+    READER_RULES,
+    RuleCode,
+    require_every_rule,
+)
 from features.schema import TRANSACTION_ALIASES, TRANSACTION_REQUIRED, map_columns
+from features.tally import InputShape, Tally
 from features.text import CATEGORIES, category_pattern, load_lexicon
 
-# Reasons decided outside the row-level CASE: by the CSV reader and by file order.
-MALFORMED = "malformed_row"
-INVALID_UTF8 = "invalid_utf8"
-READER_REASONS = (MALFORMED, INVALID_UTF8, "unterminated_quote", "nul_byte")
-CONFLICT = "conflicting_transaction_id"
+ENGINE = "duckdb"
+C = RuleCode
+# Decided outside the row-level CASE: by the CSV reader (DuckDB's rejects table and the
+# shared scan), and by file order.
+READER_REASONS = (*READER_RULES, C.INVALID_UTF8)
+BY_ORDER = (C.DUPLICATE, C.CONFLICTING_TRANSACTION_ID)
 USED = "used"
-DUPLICATE = "duplicate"
 # Python's ``[\W\d_]+`` on str (what ``features.text.normalise`` removes) in RE2 terms:
 # keep letters and the non-decimal numerics (Nl, No) that Python counts as word characters.
 NON_LETTERS_RE2 = r"[^\p{L}\p{Nl}\p{No}]+"
@@ -209,7 +221,7 @@ class Prepared:
     how many lines were set aside, by reason."""
 
     path: Path
-    set_aside: dict[str, int] = field(default_factory=dict)
+    set_aside: dict[RuleCode, int] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -231,8 +243,7 @@ def prepare(path: Path) -> Iterator[Prepared]:
         yield Prepared(path)
         return
     stream = open_csv(path, "transactions")
-    reasons = ("unterminated_quote", MALFORMED, "nul_byte")
-    set_aside = dict.fromkeys(reasons, 0)
+    set_aside = dict.fromkeys(READER_RULES, 0)
     handle, name = tempfile.mkstemp(suffix=".csv", prefix="duckdb-rows-")
     try:
         with os.fdopen(handle, "wb") as out:
@@ -242,7 +253,7 @@ def prepare(path: Path) -> Iterator[Prepared]:
             for batch in stream.batches:
                 reject = batch.column(REJECT).to_numpy()
                 for code, n in zip(*np.unique(reject[reject > 0], return_counts=True), strict=True):
-                    set_aside[reasons[int(code) - 1]] += int(n)
+                    set_aside[READER_RULES[int(code) - 1]] += int(n)
                 split = batch.filter(pa.array(reject == 0))
                 if split.num_rows:
                     out.write(_quoted_lines(split.columns[:width], stream.delimiter))
@@ -295,21 +306,20 @@ def checked_sql(
     earliest = int(EARLIEST_TIMESTAMP.timestamp())
     latest = uk_now(now) + FUTURE_TOLERANCE_SECONDS
     checks = {
-        "missing_customer_id": "customer_id = ''",
-        "missing_transaction_id": "transaction_id = ''",
-        "missing_amount": "amount_text = ''",
-        "invalid_amount": "NOT amount_ok",
+        C.MISSING_CUSTOMER_ID: "customer_id = ''",
+        C.MISSING_TRANSACTION_ID: "transaction_id = ''",
+        C.MISSING_AMOUNT: "amount_text = ''",
+        C.INVALID_AMOUNT: "NOT amount_ok",
         # Well-formed but too many digits for DECIMAL(18,2) is out of range too.
-        "amount_out_of_range": "amount_pence IS NULL OR "
+        C.AMOUNT_OUT_OF_RANGE: "amount_pence IS NULL OR "
         f"abs(amount_pence) > {MAX_ABS_AMOUNT_PENCE}",
-        "missing_timestamp": "ts_text = ''",
-        "invalid_timestamp": "ts_seconds IS NULL",
-        "timestamp_out_of_range": f"ts_seconds < {earliest} OR ts_seconds > {latest}",
-        "invalid_type": f"type_text <> '' AND type_text NOT IN {_in(DEBIT_WORDS + CREDIT_WORDS)}",
+        C.MISSING_TIMESTAMP: "ts_text = ''",
+        C.INVALID_TIMESTAMP: "ts_seconds IS NULL",
+        C.TIMESTAMP_OUT_OF_RANGE: f"ts_seconds < {earliest} OR ts_seconds > {latest}",
+        C.INVALID_TYPE: f"type_text <> '' AND type_text NOT IN {_in(DEBIT_WORDS + CREDIT_WORDS)}",
     }
-    row_level = [c for c in QUARANTINE_ORDER if c not in (*READER_REASONS, CONFLICT)]
-    if set(row_level) != set(checks):
-        raise RuntimeError(f"quarantine rules changed: {row_level} vs {sorted(checks)}")
+    require_every_rule(ENGINE, (*checks, *_findings(), *READER_REASONS, *BY_ORDER))
+    row_level = [c for c in QUARANTINE_ORDER if c in checks]
     reason = " ".join(f"WHEN {checks[c]} THEN {lit(c)}" for c in row_level)
     distinct = (
         f"SELECT {', '.join(raw_columns)}, min(rn) AS rn, count(*) AS copies "
@@ -382,19 +392,16 @@ def _in(values: Iterable[str]) -> str:
     return "(" + ", ".join(lit(v) for v in values) + ")"
 
 
-def _findings() -> dict[str, str]:
-    findings = {
-        "type_padded_or_mixed_case": "type_text <> '' AND type_raw <> type_text",
-        "missing_type": "type_text = ''",
-        "sign_disagrees_with_type": "type_text <> '' AND signed_pence <> amount_pence",
-        "missing_description": f"{_trim('description')} = ''",
-        "quoted_line_break": "line_break",
-        "non_iso_timestamp": "ts_is_uk",
-        "large_amount": f"abs(amount_pence) >= {LARGE_AMOUNT_PENCE}",
+def _findings() -> dict[RuleCode, str]:
+    return {
+        C.TYPE_PADDED_OR_MIXED_CASE: "type_text <> '' AND type_raw <> type_text",
+        C.MISSING_TYPE: "type_text = ''",
+        C.SIGN_DISAGREES_WITH_TYPE: "type_text <> '' AND signed_pence <> amount_pence",
+        C.MISSING_DESCRIPTION: f"{_trim('description')} = ''",
+        C.QUOTED_LINE_BREAK: "line_break",
+        C.NON_ISO_TIMESTAMP: "ts_is_uk",
+        C.LARGE_AMOUNT: f"abs(amount_pence) >= {LARGE_AMOUNT_PENCE}",
     }
-    if set(findings) != set(FINDINGS):
-        raise RuntimeError(f"finding rules changed: {FINDINGS} vs {sorted(findings)}")
-    return findings
 
 
 def _row_columns() -> str:
@@ -453,8 +460,10 @@ def _feature_columns() -> dict[str, str]:
     return features
 
 
-def features_sql(path: Path, now: datetime) -> str:
-    """The whole job as one query: raw CSV in, one feature row per customer out."""
+def features_sql(path: Path, now: datetime, *, withhold: bool = True) -> str:
+    """The whole job as one query: raw CSV in, one feature row per customer out.
+    ``withhold=False`` keeps the customers outside the API's bounds (``finish_run``
+    withholds them, naming them in the report)."""
     header, delimiter = read_header(path)
     level1 = ",\n    ".join(
         f"{op}({column}) AS {name}" for name, op, column in AGGREGATES
@@ -504,7 +513,7 @@ SELECT * FROM (
 SELECT {ID},
   {features}
 FROM dated
-) WHERE {_within_bounds()}
+) WHERE {_within_bounds() if withhold else "true"}
 ORDER BY {ID}"""
 
 
@@ -543,12 +552,13 @@ classified AS (
     CASE
       WHEN reason IS NOT NULL THEN reason
       WHEN rn > min(CASE WHEN reason IS NULL THEN rn END) OVER (PARTITION BY transaction_id)
-        THEN {lit(CONFLICT)}
+        THEN {lit(C.CONFLICTING_TRANSACTION_ID)}
       ELSE {lit(USED)}
     END AS status
   FROM checked
 )
 SELECT status, count(*) AS rows, sum(copies - 1) AS duplicates,
+  max(CASE WHEN status = {lit(USED)} THEN ts_seconds END) AS as_of_ts,
   {findings}
 FROM classified GROUP BY status"""
 
@@ -580,9 +590,10 @@ def run_features(path: Path, now: datetime, con: Connection | None = None) -> pd
         return con.execute(features_sql(source.path, now)).df()
 
 
-def run_counts(path: Path, now: datetime, con: Connection | None = None) -> dict:
-    """Row accounting like the pipeline's report: rows_in/used/duplicate/quarantined, the
-    count per quarantine reason (malformed rows from DuckDB's rejects table) and findings."""
+def run_tally(path: Path, now: datetime, con: Connection | None = None) -> Tally:
+    """Row accounting as the engine contract's ``Tally``: rows in, used, duplicate, and the
+    count per rule (malformed and non-UTF-8 rows from DuckDB's rejects table or the shared
+    scan). No example values: this engine only counts."""
     con = con or connect()
     with prepare(path) as source:
         frame = con.execute(counts_sql(source.path, now)).df().set_index("status")
@@ -595,23 +606,68 @@ def run_counts(path: Path, now: datetime, con: Connection | None = None) -> dict
         " GROUP BY ALL) GROUP BY bad"
     ).fetchall()
     by_status = frame["rows"].astype(int).to_dict()
-    reasons = {code: by_status.get(code, 0) for code in QUARANTINE_ORDER}
+    tally = Tally()
+    for code in QUARANTINE_ORDER:
+        tally.add(code, by_status.get(str(code), 0), [])
     for bad_utf8, n in rejected:
-        code = INVALID_UTF8 if bad_utf8 else MALFORMED
-        reasons[code] = reasons.get(code, 0) + int(n)
+        tally.add(C.INVALID_UTF8 if bad_utf8 else C.MALFORMED_ROW, int(n), [])
     for code, n in set_aside.items():
-        reasons[code] = reasons.get(code, 0) + n
-    used = by_status.get(USED, 0)
-    duplicate = int(frame["duplicates"].sum())
-    quarantined = sum(reasons.values())
+        tally.add(code, n, [])
+    for code in _findings():
+        tally.add(code, int(frame[str(code)].sum()), [])
+    tally.rows_used = by_status.get(USED, 0)
+    tally.rows_duplicate = int(frame["duplicates"].sum())
+    tally.add(C.DUPLICATE, tally.rows_duplicate, [])
+    quarantined = sum(tally.count(code) for code in QUARANTINE_ORDER)
+    tally.rows_in = tally.rows_used + tally.rows_duplicate + quarantined
+    as_of = frame["as_of_ts"].max()
+    tally.as_of_ts = None if pd.isna(as_of) else int(as_of)
+    return tally
+
+
+def run_counts(path: Path, now: datetime, con: Connection | None = None) -> dict:
+    """``run_tally`` as plain numbers: rows_in/used/duplicate/quarantined, the count per
+    quarantine reason and per finding (what the benchmark prints next to pandas')."""
+    tally = run_tally(path, now, con)
+    reasons = {str(code): tally.count(code) for code in QUARANTINE_ORDER}
     return {
-        "rows_in": used + duplicate + quarantined,
-        "rows_used": used,
-        "rows_duplicate": duplicate,
-        "rows_quarantined": quarantined,
+        "rows_in": tally.rows_in,
+        "rows_used": tally.rows_used,
+        "rows_duplicate": tally.rows_duplicate,
+        "rows_quarantined": sum(reasons.values()),
         "reasons": reasons,
-        "findings": {code: int(frame[code].sum()) for code in _findings()},
+        "findings": {str(code): tally.count(code) for code in _findings()},
     }
+
+
+def run_duckdb(
+    path: Path,
+    labels: Path | None = None,
+    *,
+    now: datetime,
+    generated_at: datetime | None = None,
+    con: Connection | None = None,
+) -> RunResult:
+    """The job on DuckDB, filling the engine contract like pandas and Spark (the report
+    has counts but no example values; quarantined rows are counted, not written)."""
+    started = time.monotonic()
+    con = con or connect()
+    label_result = read_labels(labels) if labels is not None else None
+    header, delimiter = read_header(path)
+    columns = map_columns(header, TRANSACTION_ALIASES, TRANSACTION_REQUIRED, "transactions")
+    tally = run_tally(path, now, con)
+    with prepare(path) as source:
+        features = con.execute(features_sql(source.path, now, withhold=False)).df()
+    return finish_run(
+        engine=ENGINE,
+        tally=tally,
+        shape=InputShape.from_header(header, delimiter, columns),
+        features=features,
+        labels=label_result,
+        rows_quarantined=tally.rows_in - tally.rows_used - tally.rows_duplicate,
+        started=started,
+        generated_at=generated_at or now,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

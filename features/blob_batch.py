@@ -60,8 +60,9 @@ import numpy as np
 import pandas as pd
 
 from features.definitions import ID
-from features.outputs import QuarantineWriter, to_csv_text
+from features.outputs import CsvTableWriter, to_csv_text
 from features.pipeline import run_pipeline
+from features.rules import QUARANTINE_COLUMNS
 from features.schema import InputError
 
 if TYPE_CHECKING:
@@ -252,7 +253,7 @@ def _process_locked(
         store.delete(CURATED, f"{batch}/{WITHDRAWN}")
     uploaded = max(i.last_modified for i in (transactions, labels) if i is not None)
     try:
-        run = _run(store, batch, transactions, labels, predict)
+        run = _run(store, batch, transactions, labels, predict, uploaded)
     except InputError as exc:
         return _publish_error(store, batch, inputs, str(exc), started)
     except Exception as exc:
@@ -268,7 +269,6 @@ def _process_locked(
             "the input was not used. Please report this batch"
         )
         return _publish_error(store, batch, inputs, reason, started)
-    run.report["generated_at"] = uploaded.isoformat(timespec="seconds")
     return _publish(store, batch, inputs, run, started)
 
 
@@ -396,6 +396,7 @@ def _run(
     transactions: BlobInfo,
     labels: BlobInfo | None,
     predict: Predictor | None,
+    uploaded: datetime,
 ) -> _Run:
     def open_labels() -> BinaryIO | None:
         if labels is None:
@@ -404,17 +405,14 @@ def _run(
 
     spool = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller, who closes it
     try:
-        text = io.TextIOWrapper(spool, encoding="utf-8", newline="", write_through=True)
-        writer = QuarantineWriter(text)
+        writer = CsvTableWriter(spool, QUARANTINE_COLUMNS)
         result = run_pipeline(
             store.open_read(RAW, f"{batch}/{TRANSACTIONS}", transactions.etag),
             open_labels(),
             now=transactions.last_modified,
+            generated_at=uploaded,
             on_quarantine=writer,
         )
-        writer.finish(result.quarantine_columns)
-        text.flush()
-        text.detach()
         rejected_labels = None
         if result.label_quarantine is not None:
             rejected_labels = to_csv_text(result.label_quarantine)
@@ -434,7 +432,7 @@ def _run(
     except BaseException:
         spool.close()
         raise
-    r = result.report
+    r = result.report.to_dict()
     counts = {
         k: r[k] for k in ("rows_in", "rows_used", "rows_duplicate", "rows_quarantined", "customers")
     }

@@ -34,6 +34,7 @@ from matplotlib.ticker import (
 )
 
 from features.definitions import FEATURES, FLAG_FEATURES, ID, TARGET
+from features.rules import LABEL_RULES, RULES_BY_CODE, Rule, RuleCode, RuleKind
 
 DISTRIBUTION_PLOT = "feature_distributions.png"
 FLAG_PLOT = "default_rate_by_flag.png"
@@ -59,9 +60,9 @@ GROUP_STYLE = {
     1: {"label": "defaulted", "color": "#d62728"},
 }
 ACTION_COLOURS = {
-    "quarantined": "#d62728",
-    "removed": "#7f7f7f",
-    "kept": "#ff7f0e",
+    RuleKind.QUARANTINED: "#d62728",
+    RuleKind.REMOVED: "#7f7f7f",
+    RuleKind.KEPT: "#ff7f0e",
 }
 DPI = 110
 
@@ -269,17 +270,22 @@ def plot_flag_rates(frame: pd.DataFrame) -> Figure:
     return fig
 
 
-def _action_group(action: str) -> str:
-    for key in ACTION_COLOURS:
-        if action.startswith(key):
-            return key
-    return "kept"
+def _kind(check: dict[str, Any], rules: dict[RuleCode, Rule]) -> RuleKind:
+    """What the check did to its rows: the report's ``kind`` (``features.rules.RuleKind``),
+    or, in a report written before it had one, the kind of the rule with that code."""
+    if check.get("kind") in ACTION_COLOURS:
+        return RuleKind(check["kind"])
+    rule = rules.get(check["check"])
+    return rule.kind if rule is not None else RuleKind.KEPT
+
+
+LABEL_RULES_BY_CODE = {r.code: r for r in LABEL_RULES}
 
 
 def quality_checks(report: dict[str, Any]) -> pd.DataFrame:
     """Transaction and label checks as one table: label, count, action group."""
     rows = [
-        {"check": c["check"], "count": int(c["count"]), "group": _action_group(c["action"])}
+        {"check": c["check"], "count": int(c["count"]), "group": _kind(c, RULES_BY_CODE)}
         for c in report["checks"]
     ]
     for c in report.get("labels", {}).get("checks", []):
@@ -287,7 +293,7 @@ def quality_checks(report: dict[str, Any]) -> pd.DataFrame:
             {
                 "check": f"labels: {c['check']}",
                 "count": int(c["count"]),
-                "group": _action_group(c["action"]),
+                "group": _kind(c, LABEL_RULES_BY_CODE),
             }
         )
     return pd.DataFrame(rows, columns=["check", "count", "group"])
@@ -312,8 +318,8 @@ def plot_quality(report: dict[str, Any]) -> Figure:
     left, right = fig.subplots(1, 2, width_ratios=[1, 2.6])
     fates = (
         ("used", report["rows_used"], "#2ca02c"),
-        ("duplicate (removed)", report["rows_duplicate"], ACTION_COLOURS["removed"]),
-        ("quarantined", report["rows_quarantined"], ACTION_COLOURS["quarantined"]),
+        ("duplicate (removed)", report["rows_duplicate"], ACTION_COLOURS[RuleKind.REMOVED]),
+        ("quarantined", report["rows_quarantined"], ACTION_COLOURS[RuleKind.QUARANTINED]),
     )
     total = max(int(report["rows_in"]), 1)
     x = np.arange(len(fates))
@@ -369,9 +375,9 @@ def plot_quality(report: dict[str, Any]) -> Figure:
     handles = [
         Patch(color=c, label=f"{g}")
         for g, c in (
-            ("quarantined (row rejected)", ACTION_COLOURS["quarantined"]),
-            ("removed (duplicate)", ACTION_COLOURS["removed"]),
-            ("kept (repaired or flagged)", ACTION_COLOURS["kept"]),
+            ("quarantined (row rejected)", ACTION_COLOURS[RuleKind.QUARANTINED]),
+            ("removed (duplicate)", ACTION_COLOURS[RuleKind.REMOVED]),
+            ("kept (repaired or flagged)", ACTION_COLOURS[RuleKind.KEPT]),
         )
     ]
     right.legend(handles=handles, loc="lower right", fontsize=9)

@@ -1,6 +1,7 @@
-"""Writing the job's outputs to a directory: CSVs, the report, and the quarantine file.
+"""How every CSV we publish is written (features, training set, quarantines, predictions).
 
-Every CSV is written by ``csv_rows`` (every engine uses it), so every CSV we publish:
+Every CSV is written by ``csv_rows`` (every engine and the blob flow use it), so every CSV
+we publish:
 
 * reads back to exactly the cells we meant: a cell holding the delimiter, a quote, CR or
   LF is quoted (Python 3.11's csv writer leaves a bare CR unquoted, which splits the row
@@ -14,10 +15,8 @@ Every CSV is written by ``csv_rows`` (every engine uses it), so every CSV we pub
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -25,8 +24,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.definitions import FEATURES
-from features.pipeline import QUARANTINE_COLUMNS, PipelineResult
-from features.report import render_markdown
 
 MONEY_COLUMNS = tuple(f.name for f in FEATURES if f.kind == "money")
 TEXT_MARK = "'"
@@ -108,50 +105,19 @@ def read_back(source: str | Path | BinaryIO) -> pd.DataFrame:
     return frame
 
 
-class QuarantineWriter:
-    """Appends quarantined rows to a CSV as they arrive, so they never pile up in memory.
+class CsvTableWriter:
+    """Appends rows to a CSV as they arrive, so they never pile up in memory (the
+    quarantine, streamed while a run reads). The header is written at once."""
 
-    The header is written at once and is always ``QUARANTINE_COLUMNS``.
-    """
-
-    def __init__(self, handle: TextIO, columns: tuple[str, ...] = QUARANTINE_COLUMNS) -> None:
+    def __init__(self, handle: BinaryIO, columns: tuple[str, ...]) -> None:
         self._handle = handle
         self._columns = list(columns)
-        handle.write(csv_rows(pd.DataFrame(columns=self._columns)))
+        handle.write(csv_rows(pd.DataFrame(columns=self._columns)).encode("utf-8"))
 
     def __call__(self, frame: pd.DataFrame) -> None:
         if list(frame.columns) != self._columns:
-            raise ValueError("quarantine rows must have the quarantine file's columns")
-        self._handle.write(csv_rows(frame, header=False))
+            raise ValueError("rows must have the file's columns")
+        self._handle.write(csv_rows(frame, header=False).encode("utf-8"))
 
-    def finish(self, columns: list[str] | None = None) -> None:
-        """Kept for callers of the earlier API: the header is already written."""
-
-
-def output_frames(result: PipelineResult) -> dict[str, pd.DataFrame]:
-    """The tables a run publishes, by file stem (every engine writes the same set)."""
-    frames = {"features": result.features}
-    if result.training_set is not None:
-        frames["training_set"] = result.training_set
-    if result.label_quarantine is not None:
-        frames["labels_quarantine"] = result.label_quarantine
-    return frames
-
-
-def write_outputs(result: PipelineResult, out_dir: Path) -> list[Path]:
-    """Write features, training set (if labelled) and the report. Returns the paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for stem, frame in output_frames(result).items():
-        written.append(_write_atomic(out_dir / f"{stem}.csv", to_csv_text(frame)))
-    report = json.dumps(result.report, indent=2, ensure_ascii=False) + "\n"
-    written.append(_write_atomic(out_dir / "dq_report.json", report))
-    written.append(_write_atomic(out_dir / "dq_report.md", render_markdown(result.report)))
-    return written
-
-
-def _write_atomic(path: Path, text: str) -> Path:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-    return path
+    def close(self) -> None:
+        """Nothing to finish: every row is written as it arrives."""

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -22,17 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features import aggregate
-from features.definitions import FEATURE_NAMES, ID, TARGET, finalise, out_of_bounds
-from features.labels import Labels, clean_labels
-from features.quality import (
-    FINDINGS,
-    READER_RULES,
-    REASON_INDEX,
-    REASON_NAMES,
-    RULES_BY_CODE,
-    ParsedChunk,
-    parse_chunk,
-)
+from features.definitions import finalise
+from features.engine import QuarantineCollector, QuarantineSink, RunResult, finish_run
+from features.labels import read_labels
+from features.quality import REASON_INDEX, REASON_NAMES, ParsedChunk, parse_chunk
 from features.reader import (
     LINE,
     RAW,
@@ -44,36 +35,38 @@ from features.reader import (
     escape_raw,
     open_csv,
     prefetch,
-    read_all,
     rechunk,
 )
-from features.report import build_report
-from features.schema import (
-    LABEL_ALIASES,
-    LABEL_REQUIRED,
-    TRANSACTION_ALIASES,
-    TRANSACTION_REQUIRED,
-    InputError,
-    map_columns,
+from features.rules import (
+    EXAMPLES_PER_CHECK,
+    FINDINGS,
+    QUARANTINE_COLUMNS,
+    RAW_LINE,
+    READER_RULES,
+    REASON,
+    RuleCode,
+    example_column,
+    require_every_rule,
 )
+from features.schema import TRANSACTION_ALIASES, TRANSACTION_REQUIRED, map_columns
+from features.tally import InputShape, Tally
 
 log = logging.getLogger(__name__)
 
+ENGINE = "pandas"
 DEFAULT_CHUNK_ROWS = 500_000
 # Partial aggregates are folded together once this many partial rows pile up.
 COMPACT_PARTIAL_ROWS = 2_000_000
-EXAMPLES_PER_CHECK = 5
-RAW_LINE = "raw_line"
-REASON = "reason"
-# The quarantine file's columns, whatever the input: the input's value for each canonical
-# column (empty when the input has no such column or the row could not be split), why the
-# row was rejected, and the row exactly as it was in the file (see ``escape_raw``).
-QUARANTINE_COLUMNS = (*TRANSACTION_ALIASES, REASON, RAW_LINE)
 # Reader reason code (features.reader REJECT column) -> quarantine reason index.
 _READER_REASON_INDEX = np.array([0, *(REASON_INDEX[r] for r in READER_REASONS)], dtype=np.int8)
-assert set(READER_REASONS) == set(READER_RULES)
-
-QuarantineSink = Callable[[pd.DataFrame], None]
+# The rules this module decides around ``parse_chunk``: while rows are cut (the reader),
+# while they are decoded, and by file order (exact copies, reused transaction ids).
+_DECIDED_HERE = (
+    *READER_RULES,
+    RuleCode.INVALID_UTF8,
+    RuleCode.DUPLICATE,
+    RuleCode.CONFLICTING_TRANSACTION_ID,
+)
 
 
 class SeenHashes:
@@ -156,38 +149,6 @@ def _hash_strings(*columns: pa.Array, raw: pa.Array | None = None) -> np.ndarray
     return np.fromiter(map(hash, as_bytes), dtype=np.int64, count=len(as_bytes)).view(np.uint64)
 
 
-@dataclass
-class Tally:
-    """Counts and examples collected while streaming."""
-
-    rows_in: int = 0
-    rows_used: int = 0
-    rows_duplicate: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-    as_of_ts: int | None = None
-
-    def add(self, code: str, count: int, examples: list[str]) -> None:
-        self.counts[code] = self.counts.get(code, 0) + count
-        kept = self.examples.setdefault(code, [])
-        kept.extend(examples[: EXAMPLES_PER_CHECK - len(kept)])
-
-
-@dataclass
-class PipelineResult:
-    features: pd.DataFrame  # one row per customer, customer_id first
-    training_set: pd.DataFrame | None  # labelled customers, defaulted last
-    report: dict
-    quarantine_rows: int
-    quarantine: pd.DataFrame | None  # only when no quarantine sink was given
-    label_quarantine: pd.DataFrame | None = None  # rejected label rows, when labels given
-
-    @property
-    def quarantine_columns(self) -> list[str]:
-        """Header of the quarantine file: always ``QUARANTINE_COLUMNS``."""
-        return list(QUARANTINE_COLUMNS)
-
-
 def _example_values(values: pa.Array, mask: np.ndarray) -> list[str]:
     picked = values.filter(pa.array(mask)).slice(0, EXAMPLES_PER_CHECK).to_pylist()
     return [str(v)[:60] for v in picked]
@@ -212,6 +173,7 @@ class _TransactionJob:
         self.partials: list[tuple[pd.DataFrame, pd.DataFrame]] = []
         self.partial_rows = 0
         self.tally = Tally()
+        self.checked = False
 
     def process(self, batch: pa.RecordBatch) -> None:
         """Deduplicate, validate and aggregate one chunk of rows (see ``features.reader``)."""
@@ -235,8 +197,11 @@ class _TransactionJob:
         line_break = np.asarray(batch.column(SPANS))
 
         parsed = parse_chunk(canonical, self.now, line_break)
+        if not self.checked:
+            require_every_rule(ENGINE, (*parsed.checked, *parsed.findings, *_DECIDED_HERE))
+            self.checked = True
         reason = parsed.reason
-        reason[not_utf8] = REASON_INDEX["invalid_utf8"]
+        reason[not_utf8] = REASON_INDEX[RuleCode.INVALID_UTF8]
         reason[~split] = reader_reason[~split]
         reason[duplicate] = 0
         valid = reason == 0
@@ -244,7 +209,7 @@ class _TransactionJob:
         txn_hash = _hash_strings(parsed.transaction_id.filter(pa.array(valid)))
         reused = np.zeros(n, dtype=bool)
         reused[valid] = self.seen_transactions.repeats(txn_hash)
-        reason[reused] = REASON_INDEX["conflicting_transaction_id"]
+        reason[reused] = REASON_INDEX[RuleCode.CONFLICTING_TRANSACTION_ID]
         used = valid & ~reused
         self.seen_transactions.add(txn_hash[~reused[valid]])
 
@@ -266,7 +231,7 @@ class _TransactionJob:
     ) -> None:
         rejected = reason != 0
         self.tally.add(
-            "duplicate",
+            RuleCode.DUPLICATE,
             int(duplicate.sum()),
             _example_values(canonical["transaction_id"], duplicate),
         )
@@ -274,12 +239,12 @@ class _TransactionJob:
             return
         counts = np.bincount(reason, minlength=len(REASON_NAMES))
         for index in np.flatnonzero(counts[1:]) + 1:
-            code = REASON_NAMES[index]
+            code = RuleCode(REASON_NAMES[index])
             mask = reason == index
             if code in READER_RULES:
                 examples = [f"line {n}" for n in lines[mask][:EXAMPLES_PER_CHECK].tolist()]
             else:
-                examples = _example_values(example_column(code, canonical), mask)
+                examples = _example_values(canonical[example_column(code, canonical)], mask)
             self.tally.add(code, int(counts[index]), examples)
         keep = pa.array(rejected)
         self.on_quarantine(quarantine_frame(canonical, keep, REASON_NAMES[reason[rejected]], raw))
@@ -289,9 +254,8 @@ class _TransactionJob:
     ) -> None:
         for code in FINDINGS:
             mask = parsed.findings[code] & used
-            self.tally.add(
-                code, int(mask.sum()), _example_values(example_column(code, canonical), mask)
-            )
+            values = canonical[example_column(code, canonical)]
+            self.tally.add(code, int(mask.sum()), _example_values(values, mask))
 
     def _aggregate(self, parsed: ParsedChunk, used: np.ndarray) -> None:
         keep = pa.array(used)
@@ -329,51 +293,27 @@ def quarantine_frame(
     return pd.DataFrame(frame, columns=list(QUARANTINE_COLUMNS))
 
 
-def example_column(code: str, canonical: dict[str, pa.Array]) -> pa.Array:
-    """Which values illustrate a rule in the report: the offending column's, or the
-    transaction id where that column is empty or absent."""
-    column = RULES_BY_CODE[code].column
-    if code.startswith("missing_") or column not in canonical:
-        column = "customer_id" if code == "missing_transaction_id" else "transaction_id"
-    return canonical[column]
-
-
-def read_labels(source: Source) -> Labels:
-    """Load and validate a labels file (small: read whole)."""
-    stream, table = read_all(source, "labels")
-    columns = map_columns(stream.header, LABEL_ALIASES, LABEL_REQUIRED, "labels")
-    fields = [table.column(i).combine_chunks() for i in range(len(stream.header))]
-    text, not_utf8 = decode_utf8(fields)
-    if not_utf8.any():
-        raise InputError("labels: not valid UTF-8 text")
-    reader = _READER_REASON_INDEX[np.asarray(table.column(REJECT).combine_chunks())]
-    return clean_labels(
-        customer=pd.Series(text[columns.positions[ID]].to_numpy(zero_copy_only=False)),
-        value=pd.Series(text[columns.positions[TARGET]].to_numpy(zero_copy_only=False)),
-        reader_reason=pd.Series(np.where(reader > 0, REASON_NAMES[reader], None)),
-        raw_line=pd.Series(
-            escape_raw(table.column(RAW).combine_chunks()).to_numpy(zero_copy_only=False)
-        ),
-    )
-
-
 def run_pipeline(
     transactions: Source,
     labels: Source | None = None,
     *,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     now: datetime | None = None,
+    generated_at: datetime | None = None,
     on_quarantine: QuarantineSink | None = None,
     progress_seconds: float = 5.0,
-) -> PipelineResult:
+) -> RunResult:
     """Run the whole job. Raises ``InputError`` when an input cannot be used at all.
 
-    Quarantined rows are handed to ``on_quarantine`` chunk by chunk (so they can be
-    streamed to a file); without a sink they are collected into the report's result.
+    ``now`` is the run's instant for the future-timestamp rule (default: the clock);
+    ``generated_at`` the report's time stamp (default: ``now``). Quarantined rows are
+    handed to ``on_quarantine`` chunk by chunk (so they can be streamed to a file);
+    without a sink they are collected into the result.
     """
     now = now or datetime.now(UTC)
-    collected: list[pd.DataFrame] = []
-    sink = on_quarantine or collected.append
+    collector = None if on_quarantine is not None else QuarantineCollector()
+    sink = on_quarantine or collector
+    assert sink is not None
     quarantined = 0
 
     def counting_sink(frame: pd.DataFrame) -> None:
@@ -381,10 +321,11 @@ def run_pipeline(
         quarantined += len(frame)
         sink(frame)
 
+    started = time.monotonic()
     label_result = read_labels(labels) if labels is not None else None
     stream = open_csv(transactions, "transactions")
     job = _TransactionJob(stream.header, stream.delimiter, now, counting_sink)
-    started = last_log = time.monotonic()
+    last_log = time.monotonic()
     for batch in rechunk(prefetch(stream.batches), chunk_rows):
         job.process(batch)
         if time.monotonic() - last_log >= progress_seconds:
@@ -394,52 +335,14 @@ def run_pipeline(
     customers, months = aggregate.combine(job.partials)
     if job.partials:
         customers, months = aggregate.with_customer_ids((customers, months), job.customer_codes)
-    features, withheld = withhold_out_of_range(
-        finalise(customers, months, job.tally.as_of_ts or 0).reset_index()
+    return finish_run(
+        engine=ENGINE,
+        tally=job.tally,
+        shape=InputShape.from_header(stream.header, stream.delimiter, job.columns),
+        features=finalise(customers, months, job.tally.as_of_ts or 0).reset_index(),
+        labels=label_result,
+        rows_quarantined=quarantined,
+        started=started,
+        generated_at=generated_at or now,
+        quarantine=collector.frame() if collector is not None else None,
     )
-    training_set = None
-    if label_result is not None:
-        training_set = join_labels(features, label_result.labels)
-    report = build_report(
-        job.tally,
-        job.columns,
-        stream,
-        features,
-        label_result,
-        quarantined,
-        elapsed=time.monotonic() - started,
-        withheld=withheld,
-    )
-    quarantine = None
-    if on_quarantine is None:
-        columns = list(QUARANTINE_COLUMNS)
-        quarantine = (
-            pd.concat(collected, ignore_index=True) if collected else pd.DataFrame(columns=columns)
-        )
-    return PipelineResult(
-        features=features,
-        training_set=training_set,
-        report=report,
-        quarantine_rows=quarantined,
-        quarantine=quarantine,
-        label_quarantine=label_result.quarantine if label_result is not None else None,
-    )
-
-
-def withhold_out_of_range(features: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """(features of the customers inside the shared bounds, ids of those withheld).
-
-    A customer whose aggregates leave the range the API accepts (e.g. total_credit above
-    ``MAX_ABS_MONEY``) is a data error, not a customer: publishing it would give a features
-    row the API refuses and a training row no request can reproduce.
-    """
-    outside = out_of_bounds(features)
-    if not outside.any():
-        return features, []
-    withheld = features.loc[outside, ID].astype(str).tolist()
-    return features[~outside].reset_index(drop=True), withheld
-
-
-def join_labels(features: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
-    joined = features.merge(labels.rename(TARGET).reset_index(), on=ID, how="inner")
-    return joined[[ID, *FEATURE_NAMES, TARGET]]

@@ -1,9 +1,9 @@
 """Row-level data-quality rules: parse, validate and repair one chunk of raw transactions.
 
-Every rule is listed in ``RULES`` with its code, the column it looks at and what we do,
-so the report, the docs and every engine (pandas here, Spark in ``features.spark``) agree.
-Quarantine rules are checked in ``QUARANTINE_ORDER``; the first that matches is the
-row's reason. Findings are repaired or flagged and the row is kept.
+The rules themselves (codes, kinds, order, limits) are data in ``features.rules``; this
+module parses amounts and timestamps and decides the value rules (``parse_chunk``) for
+the pandas engine. Its patterns and constants are what the Spark and DuckDB engines
+translate, so every engine applies the same rule.
 
 Assumptions (documented here because the data does not say):
 * amounts are GBP with at most 2 decimal places; "£" and 1,234.56 separators are accepted;
@@ -30,30 +30,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.rules import (
+    EARLIEST_TIMESTAMP,
+    FUTURE_TOLERANCE_SECONDS,
+    LARGE_AMOUNT_PENCE,
+    MAX_ABS_AMOUNT_PENCE,
+    QUARANTINE_ORDER,
+    RuleCode,
+)
 
-@dataclass(frozen=True)
-class Rule:
-    code: str
-    column: str
-    action: str
-    description: str
+C = RuleCode
 
-
-# |amount| above this (in pence) is implausible for a consumer account: quarantined.
-MAX_ABS_AMOUNT_PENCE = 100_000_000  # £1,000,000
-# |amount| at or above this (in pence) is flagged as an outlier but kept.
-LARGE_AMOUNT_PENCE = 1_000_000  # £10,000
 # Longest number (sign and point included, leading zeros not counted) parsed exactly; a
 # longer one is far above MAX_ABS_AMOUNT_PENCE, so it is out of range without parsing.
 MAX_AMOUNT_CHARS = 16
-EARLIEST_TIMESTAMP = datetime(1990, 1, 1, tzinfo=UTC)
-# Reading rules (features.records): the longest row, in lines and bytes, a quoted field may
-# stretch over; a quote left open longer than this is a stray quote, not a multi-line value.
-MAX_RECORD_LINES = 16
-MAX_RECORD_BYTES = 4 << 20
-# Most columns a header may have (a guard against a binary or absurd first line).
-MAX_COLUMNS = 1000
-FUTURE_TOLERANCE_SECONDS = 86_400
 
 AMOUNT_PATTERN = r"^(?:[+-]?£?|£[+-])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d{1,2})?$"
 # Leading zeros of a cleaned amount ("-000012.50" -> "-12.50"), before its length is judged.
@@ -84,106 +74,9 @@ FIELD_MAX = {"hour": 23, "minute": 59, "second": 59, "offset_hour": 23, "offset_
 DEBIT_WORDS = ("debit", "dr", "d")
 CREDIT_WORDS = ("credit", "cr", "c")
 
-RULES: tuple[Rule, ...] = (
-    Rule(
-        "duplicate",
-        "*",
-        "removed (first copy kept)",
-        "Row identical in every field to an earlier row.",
-    ),
-    Rule(
-        "malformed_row",
-        "*",
-        "quarantined",
-        "Row has the wrong number of fields, or text between a closing quote and the next "
-        'delimiter (e.g. "a"b).',
-    ),
-    Rule(
-        "unterminated_quote",
-        "*",
-        "quarantined (that line only; reading resumes at the next line)",
-        f"A quote opens a field that does not close cleanly within {MAX_RECORD_LINES} lines "
-        "(features/README.md, rows and quoting).",
-    ),
-    Rule("nul_byte", "*", "quarantined", "Row contains a NUL byte (not text)."),
-    Rule(
-        "invalid_utf8",
-        "*",
-        "quarantined (bytes kept, escaped, in raw_line)",
-        "Row contains bytes that are not UTF-8 text.",
-    ),
-    Rule("missing_customer_id", "customer_id", "quarantined", "Customer id empty."),
-    Rule("missing_transaction_id", "transaction_id", "quarantined", "Transaction id empty."),
-    Rule("missing_amount", "amount", "quarantined", "Amount empty."),
-    Rule(
-        "invalid_amount",
-        "amount",
-        "quarantined",
-        "Amount is not a plain decimal with at most 2 dp (e.g. 1e308, NaN, inf, 12.345).",
-    ),
-    Rule("amount_out_of_range", "amount", "quarantined", "|amount| above £1,000,000."),
-    Rule("missing_timestamp", "timestamp", "quarantined", "Timestamp empty."),
-    Rule(
-        "invalid_timestamp",
-        "timestamp",
-        "quarantined",
-        "Timestamp in no accepted format (ISO 8601, with or without a zone, or DD/MM/YYYY) "
-        "or not a real date and time.",
-    ),
-    Rule(
-        "timestamp_out_of_range",
-        "timestamp",
-        "quarantined",
-        "Timestamp before 1990-01-01 or more than a day after the run (UK time).",
-    ),
-    Rule("invalid_type", "type", "quarantined", "Type is not debit/credit (dr/cr/d/c)."),
-    Rule(
-        "conflicting_transaction_id",
-        "transaction_id",
-        "quarantined (first row kept)",
-        "Transaction id already used by an earlier valid row with different content.",
-    ),
-    Rule(
-        "type_padded_or_mixed_case",
-        "type",
-        "normalised (trimmed, lowercased)",
-        "Type has surrounding spaces or capitals, e.g. ' Debit '.",
-    ),
-    Rule(
-        "missing_type",
-        "type",
-        "direction inferred from the amount's sign",
-        "Type empty (or no type column).",
-    ),
-    Rule(
-        "sign_disagrees_with_type",
-        "amount",
-        "sign set from the type",
-        "A debit with a positive amount or a credit with a negative one.",
-    ),
-    Rule("missing_description", "description", "kept; no merchant category", "Description empty."),
-    Rule(
-        "quoted_line_break",
-        "*",
-        "kept",
-        "A quoted field holds a line break, so the row spans several lines of the file.",
-    ),
-    Rule(
-        "non_iso_timestamp",
-        "timestamp",
-        "parsed as UK day-first DD/MM/YYYY",
-        "Timestamp not in ISO 8601.",
-    ),
-    Rule("large_amount", "amount", "kept; flagged as outlier", "|amount| of £10,000 or more."),
-)
-RULES_BY_CODE = {r.code: r for r in RULES}
-QUARANTINE_ORDER = tuple(r.code for r in RULES if r.action.startswith("quarantined"))
-# Position 0 is "no reason" (a valid row).
-REASON_NAMES = np.array(["", *QUARANTINE_ORDER], dtype=object)
-REASON_INDEX = {code: i for i, code in enumerate(REASON_NAMES) if code}
-FINDINGS = tuple(r.code for r in RULES if r.code != "duplicate" and r.code not in QUARANTINE_ORDER)
-# Reasons decided while cutting the file into rows (features.records / features.reader).
-READER_RULES = ("unterminated_quote", "malformed_row", "nul_byte")
+# Position 0 is "no reason" (a valid row); reason i is QUARANTINE_ORDER[i - 1].
+REASON_NAMES = np.array(["", *(str(code) for code in QUARANTINE_ORDER)], dtype=object)
+REASON_INDEX: dict[RuleCode, int] = {code: i + 1 for i, code in enumerate(QUARANTINE_ORDER)}
 
 
 @dataclass
@@ -201,7 +94,8 @@ class ParsedChunk:
     amount_pence: np.ndarray  # int64, signed, sign repaired from type
     ts: np.ndarray  # int64 epoch seconds
     description: pa.Array
-    findings: dict[str, np.ndarray]  # code -> bool mask
+    findings: dict[RuleCode, np.ndarray]  # code -> bool mask
+    checked: tuple[RuleCode, ...]  # the quarantine rules decided here
 
 
 def _blank(values: pa.Array) -> np.ndarray:
@@ -440,35 +334,34 @@ def parse_chunk(
     type_untidy = ~type_missing & _to_bool(pc.not_equal(raw_type, type_text))
 
     checks = {
-        "missing_customer_id": _blank(customer_id),
-        "missing_transaction_id": _blank(transaction_id),
-        "missing_amount": amount_missing,
-        "invalid_amount": amount_invalid,
-        "amount_out_of_range": ~amount_missing
+        C.MISSING_CUSTOMER_ID: _blank(customer_id),
+        C.MISSING_TRANSACTION_ID: _blank(transaction_id),
+        C.MISSING_AMOUNT: amount_missing,
+        C.INVALID_AMOUNT: amount_invalid,
+        C.AMOUNT_OUT_OF_RANGE: ~amount_missing
         & ~amount_invalid
         & ((np.abs(pence) > MAX_ABS_AMOUNT_PENCE) | amount_too_long),
-        "missing_timestamp": ts_missing,
-        "invalid_timestamp": ts_invalid,
-        "timestamp_out_of_range": ts_ok & ((ts < earliest) | (ts > latest)),
-        "invalid_type": type_invalid,
+        C.MISSING_TIMESTAMP: ts_missing,
+        C.INVALID_TIMESTAMP: ts_invalid,
+        C.TIMESTAMP_OUT_OF_RANGE: ts_ok & ((ts < earliest) | (ts > latest)),
+        C.INVALID_TYPE: type_invalid,
     }
     reason = np.zeros(n, dtype=np.int8)
-    for code in QUARANTINE_ORDER:
-        mask = checks.get(code)
-        if mask is not None:
-            reason[mask & (reason == 0)] = REASON_INDEX[code]
+    for code in QUARANTINE_ORDER:  # first match wins; the others are decided by the caller
+        if code in checks:
+            reason[checks[code] & (reason == 0)] = REASON_INDEX[code]
 
     is_debit = is_debit_word | (type_missing & (pence < 0))
     signed = np.where(is_debit, -np.abs(pence), np.abs(pence))
     description = columns.get("description", pa.nulls(n, pa.string()))
     findings = {
-        "type_padded_or_mixed_case": type_untidy & ~type_invalid,
-        "missing_type": type_missing,
-        "sign_disagrees_with_type": ~type_missing & (signed != pence),
-        "missing_description": _blank(pc.utf8_trim_whitespace(description)),
-        "quoted_line_break": np.zeros(n, dtype=bool) if line_break is None else line_break,
-        "non_iso_timestamp": non_iso,
-        "large_amount": np.abs(pence) >= LARGE_AMOUNT_PENCE,
+        C.TYPE_PADDED_OR_MIXED_CASE: type_untidy & ~type_invalid,
+        C.MISSING_TYPE: type_missing,
+        C.SIGN_DISAGREES_WITH_TYPE: ~type_missing & (signed != pence),
+        C.MISSING_DESCRIPTION: _blank(pc.utf8_trim_whitespace(description)),
+        C.QUOTED_LINE_BREAK: np.zeros(n, dtype=bool) if line_break is None else line_break,
+        C.NON_ISO_TIMESTAMP: non_iso,
+        C.LARGE_AMOUNT: np.abs(pence) >= LARGE_AMOUNT_PENCE,
     }
     return ParsedChunk(
         reason=reason,
@@ -478,4 +371,5 @@ def parse_chunk(
         ts=ts,
         description=pc.fill_null(description, ""),
         findings=findings,
+        checked=tuple(checks),
     )

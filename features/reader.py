@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from features.quality import MAX_COLUMNS, MAX_RECORD_BYTES
 from features.records import Lines, Segments, quote_stats, segment, split_lines
+from features.rules import MAX_COLUMNS, MAX_RECORD_BYTES, READER_RULES, RuleCode
 from features.schema import InputError
 
 DELIMITERS = (",", ";", "\t", "|")
@@ -37,8 +37,12 @@ DELIMITERS = (",", ";", "\t", "|")
 BLOCK_BYTES = 4 << 20
 BOM = b"\xef\xbb\xbf"
 LINE, REJECT, SPANS, RAW = "_line", "_reject", "_spans", "_raw"
-READER_REASONS = ("unterminated_quote", "malformed_row", "nul_byte")
-_UNTERMINATED, _MALFORMED, _NUL = 1, 2, 3
+# REJECT values: 0, or 1 + the reason's position in READER_REASONS.
+READER_REASONS = READER_RULES
+_UNTERMINATED, _MALFORMED, _NUL = (
+    1 + READER_REASONS.index(code)
+    for code in (RuleCode.UNTERMINATED_QUOTE, RuleCode.MALFORMED_ROW, RuleCode.NUL_BYTE)
+)
 
 Source = str | Path | BinaryIO
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.quality import MAX_RECORD_BYTES, MAX_RECORD_LINES
+from features.rules import MAX_RECORD_BYTES, MAX_RECORD_LINES
 
 LF, CR, QUOTE = 10, 13, 34
 

@@ -1,22 +1,28 @@
-"""The data-quality report: what was found, what was done, as JSON and as Markdown."""
+"""The data-quality report: what was found and what was done, as a typed ``Report``.
+
+Every engine fills the same ``Tally`` and ``InputShape`` (``features.tally``) and
+``build_report`` turns them into a ``Report``; ``Report.to_dict`` is ``dq_report.json`` and
+``render_markdown`` is ``dq_report.md``. The report never reads the clock: the caller
+passes ``generated_at`` (the CLI: now; the blob flow: the inputs' upload time).
+"""
 
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import pandas as pd
-
 from features.definitions import FEATURE_NAMES, ID, MAX_ABS_MONEY
-from features.quality import LARGE_AMOUNT_PENCE, RULES, UK_ZONE
-from features.schema import ColumnMap
+from features.quality import UK_ZONE
+from features.rules import LABEL_RULES, LARGE_AMOUNT_PENCE, RULES, Rule, RuleCode
+from features.tally import InputShape, Tally
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from features.labels import Labels
-    from features.pipeline import Tally
-    from features.reader import CsvStream
 
 # Customer-level outliers: beyond this many inter-quartile ranges outside the quartiles.
 IQR_FENCE = 3.0
@@ -28,23 +34,146 @@ OUTLIER_FEATURES = (
     "max_debit",
     "gambling_spend",
 )
-LABEL_RULES = (
-    ("duplicate", "removed (one kept)", "Identical label row repeated."),
-    ("missing_customer_id", "quarantined", "Customer id empty."),
-    ("invalid_label", "quarantined", "Label is not 0/1 (or true/false)."),
-    (
-        "conflicting_label",
-        "quarantined; customer treated as unlabelled",
-        "Same customer labelled both 0 and 1.",
-    ),
-    ("malformed_row", "quarantined", "Row has the wrong number of fields."),
-    ("unterminated_quote", "quarantined (that line only)", "A quoted field never closes."),
-    ("nul_byte", "quarantined", "Row contains a NUL byte."),
-)
 WITHHELD_RULE = (
     f"a feature outside the range the API accepts (e.g. |money| above {MAX_ABS_MONEY:,.0f}); "
     "the customer is left out of the features, training set and predictions"
 )
+WITHHELD_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class CheckCount:
+    """How often one rule fired, with its first example values."""
+
+    rule: Rule
+    count: int
+    examples: tuple[str, ...] = ()
+
+    @property
+    def check(self) -> RuleCode:
+        return self.rule.code
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "check": str(self.rule.code),
+            "kind": str(self.rule.kind),
+            "column": self.rule.column,
+            "count": self.count,
+            "action": self.rule.action,
+            "examples": list(self.examples),
+        }
+
+
+@dataclass(frozen=True)
+class Fences:
+    """Tukey fences of one customer feature and how many customers lie outside them."""
+
+    low: float | None
+    high: float | None
+    count: int | None
+    note: str | None = None  # why there are no fences
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"low": self.low, "high": self.high, "count": self.count}
+        if self.note is not None:
+            out["note"] = self.note
+        return out
+
+
+@dataclass(frozen=True)
+class LabelReport:
+    rows_in: int
+    rows_used: int
+    rows_duplicate: int
+    rows_quarantined: int
+    checks: tuple[CheckCount, ...]
+    default_rate: float | None
+    customers_without_label: int
+    labels_without_transactions: int
+    training_rows: int
+
+
+@dataclass(frozen=True)
+class Report:
+    """One run's data-quality report (the same for every engine but ``engine``)."""
+
+    generated_at: str
+    engine: str
+    as_of: str | None  # the latest used transaction, on the UK wall clock
+    transactions_file: InputShape
+    rows_in: int
+    rows_used: int
+    rows_duplicate: int
+    rows_quarantined: int
+    customers: int
+    customers_withheld: int
+    withheld_examples: tuple[str, ...]
+    checks: tuple[CheckCount, ...]
+    customer_outliers: dict[str, Fences]
+    feature_nulls: int
+    elapsed_seconds: float
+    labels: LabelReport | None = None
+
+    def count(self, code: RuleCode) -> int:
+        """How many rows ``code`` matched (0 for a rule that is not a transaction rule)."""
+        return next((c.count for c in self.checks if c.rule.code == code), 0)
+
+    def examples(self, code: RuleCode) -> tuple[str, ...]:
+        return next((c.examples for c in self.checks if c.rule.code == code), ())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as ``dq_report.json`` holds it."""
+        shape = self.transactions_file
+        out: dict[str, Any] = {
+            "generated_at": self.generated_at,
+            "engine": self.engine,
+            "as_of": self.as_of,
+            "transactions_file": {
+                "columns": list(shape.columns),
+                "mapped": dict(shape.mapped),
+                "extra_columns": list(shape.extra_columns),
+                "delimiter": shape.delimiter,
+            },
+            "rows_in": self.rows_in,
+            "rows_used": self.rows_used,
+            "rows_duplicate": self.rows_duplicate,
+            "rows_quarantined": self.rows_quarantined,
+            "customers": self.customers,
+            "customers_withheld": {
+                "count": self.customers_withheld,
+                "rule": WITHHELD_RULE,
+                "examples": list(self.withheld_examples),
+            },
+            "checks": [c.to_dict() for c in self.checks],
+            "outliers": {
+                "transactions": {
+                    "rule": f"|amount| >= £{LARGE_AMOUNT_PENCE // 100:,}",
+                    "count": self.count(RuleCode.LARGE_AMOUNT),
+                    "action": "kept; flagged",
+                },
+                "customers": {
+                    "rule": f"outside quartiles -/+ {IQR_FENCE:g} x IQR",
+                    "action": "kept; flagged",
+                    "features": {k: v.to_dict() for k, v in self.customer_outliers.items()},
+                },
+            },
+            "feature_nulls": self.feature_nulls,
+            "elapsed_seconds": self.elapsed_seconds,
+        }
+        if self.labels is not None:
+            labels = self.labels
+            out["labels"] = {
+                "rows_in": labels.rows_in,
+                "rows_used": labels.rows_used,
+                "rows_duplicate": labels.rows_duplicate,
+                "rows_quarantined": labels.rows_quarantined,
+                "checks": [c.to_dict() for c in labels.checks],
+                "default_rate": labels.default_rate,
+            }
+            out["customers_without_label"] = labels.customers_without_label
+            out["labels_without_transactions"] = labels.labels_without_transactions
+            out["training_rows"] = labels.training_rows
+        return out
 
 
 def uk_time(wall_seconds: int) -> str:
@@ -53,127 +182,84 @@ def uk_time(wall_seconds: int) -> str:
     return wall.isoformat()
 
 
-def customer_outliers(features: pd.DataFrame) -> dict[str, dict[str, Any]]:
+def customer_outliers(features: pd.DataFrame) -> dict[str, Fences]:
     """Tukey fences at ``IQR_FENCE`` IQRs, per customer feature. Flagged, never removed.
 
     A feature whose quartiles coincide (e.g. mostly zero, like gambling spend) has no
     spread to measure against; it is reported as not applicable rather than calling every
     non-zero customer an outlier.
     """
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, Fences] = {}
     for name in OUTLIER_FEATURES:
         values = features[name]
         if values.empty:
             continue
         q1, q3 = values.quantile([0.25, 0.75])
         if q3 == q1:
-            found[name] = {
-                "low": None,
-                "high": None,
-                "count": None,
-                "note": "not applicable: inter-quartile range is 0",
-            }
+            found[name] = Fences(None, None, None, "not applicable: inter-quartile range is 0")
             continue
         low, high = q1 - IQR_FENCE * (q3 - q1), q3 + IQR_FENCE * (q3 - q1)
         outside = (values < low) | (values > high)
-        found[name] = {
-            "low": round(float(low), 2),
-            "high": round(float(high), 2),
-            "count": int(outside.sum()),
-        }
+        found[name] = Fences(round(float(low), 2), round(float(high), 2), int(outside.sum()))
     return found
 
 
 def build_report(
     tally: Tally,
-    columns: ColumnMap,
-    stream: CsvStream,
+    shape: InputShape,
     features: pd.DataFrame,
     labels: Labels | None,
+    *,
     rows_quarantined: int,
+    withheld: list[str],
+    generated_at: datetime,
     elapsed: float,
-    withheld: list[str] | None = None,
-) -> dict[str, Any]:
-    checks = [
-        {
-            "check": r.code,
-            "column": r.column,
-            "count": tally.counts.get(r.code, 0),
-            "action": r.action,
-            "examples": tally.examples.get(r.code, []),
-        }
-        for r in RULES
-    ]
+    engine: str,
+) -> Report:
+    """The report of one run from what its engine counted."""
     customers = set(features[ID])
-    report: dict[str, Any] = {
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        # The latest used transaction, on the UK wall clock timestamps are read on.
-        "as_of": uk_time(tally.as_of_ts) if tally.as_of_ts is not None else None,
-        "transactions_file": {
-            "columns": stream.header,
-            "mapped": {c: stream.header[p] for c, p in columns.positions.items()},
-            "extra_columns": list(columns.extra),
-            "delimiter": stream.delimiter,
-        },
-        "rows_in": tally.rows_in,
-        "rows_used": tally.rows_used,
-        "rows_duplicate": tally.rows_duplicate,
-        "rows_quarantined": rows_quarantined,
-        "customers": len(customers),
-        "customers_withheld": {
-            "count": len(withheld or []),
-            "rule": WITHHELD_RULE,
-            "examples": (withheld or [])[:5],
-        },
-        "checks": checks,
-        "outliers": {
-            "transactions": {
-                "rule": f"|amount| >= £{LARGE_AMOUNT_PENCE // 100:,}",
-                "count": tally.counts.get("large_amount", 0),
-                "action": "kept; flagged",
-            },
-            "customers": {
-                "rule": f"outside quartiles -/+ {IQR_FENCE:g} x IQR",
-                "action": "kept; flagged",
-                "features": customer_outliers(features),
-            },
-        },
-        "feature_nulls": int(features[list(FEATURE_NAMES)].isna().sum().sum()),
-        "elapsed_seconds": round(elapsed, 3),
-    }
+    label_report = None
     if labels is not None:
         labelled = set(labels.labels.index)
-        report["labels"] = {
-            "rows_in": labels.rows_in,
-            "rows_used": len(labels.labels),
-            "rows_duplicate": labels.rows_duplicate,
-            "rows_quarantined": len(labels.quarantine),
-            "checks": [
-                {
-                    "check": code,
-                    "column": "defaulted" if "label" in code else "customer_id",
-                    "count": labels.rows_duplicate
-                    if code == "duplicate"
-                    else labels.counts.get(code, 0),
-                    "action": action,
-                    "examples": [],
-                }
-                for code, action, _ in LABEL_RULES
-            ],
-            "default_rate": round(float(labels.labels.mean()), 4) if len(labels.labels) else None,
-        }
-        report["customers_without_label"] = len(customers - labelled)
-        report["labels_without_transactions"] = len(labelled - customers)
-        report["training_rows"] = len(customers & labelled)
-    return report
+        label_report = LabelReport(
+            rows_in=labels.rows_in,
+            rows_used=len(labels.labels),
+            rows_duplicate=labels.rows_duplicate,
+            rows_quarantined=len(labels.quarantine),
+            checks=tuple(CheckCount(r, labels.counts.get(r.code, 0)) for r in LABEL_RULES),
+            default_rate=round(float(labels.labels.mean()), 4) if len(labels.labels) else None,
+            customers_without_label=len(customers - labelled),
+            labels_without_transactions=len(labelled - customers),
+            training_rows=len(customers & labelled),
+        )
+    return Report(
+        generated_at=generated_at.isoformat(timespec="seconds"),
+        engine=engine,
+        as_of=uk_time(tally.as_of_ts) if tally.as_of_ts is not None else None,
+        transactions_file=shape,
+        rows_in=tally.rows_in,
+        rows_used=tally.rows_used,
+        rows_duplicate=tally.rows_duplicate,
+        rows_quarantined=rows_quarantined,
+        customers=len(customers),
+        customers_withheld=len(withheld),
+        withheld_examples=tuple(withheld[:WITHHELD_EXAMPLES]),
+        checks=tuple(
+            CheckCount(r, tally.count(r.code), tuple(tally.examples.get(r.code, ()))) for r in RULES
+        ),
+        customer_outliers=customer_outliers(features),
+        feature_nulls=int(features[list(FEATURE_NAMES)].isna().sum().sum()),
+        elapsed_seconds=round(elapsed, 3),
+        labels=label_report,
+    )
 
 
-def summary_line(report: dict[str, Any]) -> str:
+def summary_line(report: Report) -> str:
     """One log line with the run's accounting: counts only, never customer data."""
     return (
-        f"rows in {report['rows_in']}: used {report['rows_used']}, "
-        f"duplicate {report['rows_duplicate']}, quarantined {report['rows_quarantined']}; "
-        f"{report['customers']} customers in {report['elapsed_seconds']:.1f} s"
+        f"rows in {report.rows_in}: used {report.rows_used}, "
+        f"duplicate {report.rows_duplicate}, quarantined {report.rows_quarantined}; "
+        f"{report.customers} customers in {report.elapsed_seconds:.1f} s"
     )
 
 
@@ -206,8 +292,12 @@ def _visible(char: str) -> str:
     return char
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    """A short human-readable version of the report."""
+def render_markdown(report: Report) -> str:
+    """A short human-readable version of the report (``dq_report.md``)."""
+    return _markdown(report.to_dict())
+
+
+def _markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Data-quality report",
         "",

@@ -1,11 +1,13 @@
 """Spark engine: the Part 1 job on Apache Spark, for inputs one machine cannot hold.
 
 Nothing here defines a rule. Column aliases come from ``features.schema``, the row rules
-from the constants of ``features.quality`` (translated to Spark expressions below), the
+from ``features.rules`` and the constants of ``features.quality`` (translated to Spark
+expressions below; ``require_every_rule`` stops the run if a rule has no translation), the
 lexicon and text normalisation from ``features.text``, the aggregates from
 ``features.definitions.AGGREGATES`` and the feature formulas from ``finalise``, which runs
 on the per-customer aggregate table collected to the driver (one row per customer).
-Labels (small) go through the pandas labels reader, the report through ``build_report``.
+Labels (small) go through the shared labels reader, and the run ends as every engine's does
+(``features.engine.finish_run``): one ``RunResult``, written by ``features.publish``.
 
 Rows are read with the shared row rule (``features.spark_rows``: the per-line work and the
 field split run the pandas engine's own code in pandas UDFs). Two translations need care
@@ -20,22 +22,21 @@ and are tested against the pandas engine:
 Row order ("first wins" for duplicates and reused transaction ids) is the row's line in
 the file.
 
-Run: ``python -m features.spark --transactions <path|abfss://...> --labels ... --out ...``.
+Run: ``python -m features.spark --transactions <path|abfss://...> --labels ... --out ...``
+(the same arguments as ``python -m features --engine spark``).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import json
-import logging
 import os
-import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import pandas as pd
 import pyarrow as pa
@@ -44,53 +45,53 @@ from pyspark.sql import functions as F  # noqa: N812 (the PySpark convention)
 from pyspark.sql.types import StringType
 
 from features import aggregate as pandas_aggregate
+from features.command import execute, parse_args
 from features.definitions import AGGREGATES, ID, MONTH_AGGREGATES, finalise
-from features.labels import Labels
-from features.outputs import csv_rows, output_frames, to_csv_text
-from features.pipeline import (
-    EXAMPLES_PER_CHECK,
-    QUARANTINE_COLUMNS,
-    RAW_LINE,
-    REASON,
-    PipelineResult,
-    Tally,
-    example_column,
-    join_labels,
-    read_labels,
-    withhold_out_of_range,
-)
+from features.engine import QuarantineCollector, QuarantineSink, RunResult, finish_run
+from features.labels import Labels, read_labels
+from features.publish import CSV, OutputFile
 from features.quality import (
     AMOUNT_LEADING_ZEROS,
     AMOUNT_PATTERN,
     CREDIT_WORDS,
     DEBIT_WORDS,
-    EARLIEST_TIMESTAMP,
     FIELD_MAX,
-    FINDINGS,
-    FUTURE_TOLERANCE_SECONDS,
     ISO_GROUPS,
     ISO_TIMESTAMP,
-    LARGE_AMOUNT_PENCE,
-    MAX_ABS_AMOUNT_PENCE,
-    QUARANTINE_ORDER,
-    READER_RULES,
     UK_GROUPS,
     UK_TIMESTAMP,
     UK_ZONE,
     uk_now,
 )
 from features.reader import escape_raw
-from features.report import build_report, render_markdown, summary_line
+from features.rules import (
+    EARLIEST_TIMESTAMP,
+    EXAMPLES_PER_CHECK,
+    FINDINGS,
+    FUTURE_TOLERANCE_SECONDS,
+    LARGE_AMOUNT_PENCE,
+    MAX_ABS_AMOUNT_PENCE,
+    QUARANTINE_COLUMNS,
+    QUARANTINE_ORDER,
+    RAW_LINE,
+    READER_RULES,
+    REASON,
+    RuleCode,
+    example_column,
+    require_every_rule,
+)
 from features.schema import TRANSACTION_ALIASES, TRANSACTION_REQUIRED, InputError, map_columns
 from features.spark_rows import LINE, RAW, SPANS, Header, read_header, read_rows
 from features.spark_rows import REASON as READER_REASON
+from features.tally import InputShape, Tally
 from features.text import NON_LETTERS, category_pattern, load_lexicon
 
-log = logging.getLogger("features.spark")
-
+ENGINE = "spark"
 POS = LINE  # a row's file order is its line number
-MALFORMED = "malformed_row"
-CONFLICT = "conflicting_transaction_id"
+C = RuleCode
+# Decided outside ``classify``'s value checks: exact copies, and by design not at all:
+# Spark decodes text as UTF-8 itself, replacing bytes that are not (features.spark_rows).
+UNSUPPORTED = {C.INVALID_UTF8: "Spark reads text as UTF-8 and replaces bytes that are not"}
 # Whitespace trimmed by Arrow's utf8_trim_whitespace (the same set as Python's isspace).
 WHITESPACE_CLASS = (
     r"[\t\n\x{0B}\f\r\x{1C}-\x{20}\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}"
@@ -321,38 +322,37 @@ def classify(rows: DataFrame, header: Header, now: datetime) -> DataFrame:
     type_invalid = ~type_missing & ~is_debit_word & ~is_credit_word
     type_untidy = ~type_missing & F.coalesce(col("type_raw") != type_text, F.lit(False))
     checks = {
-        **{code: col(READER_REASON) == code for code in READER_RULES},
-        "missing_customer_id": blank(col(ID)),
-        "missing_transaction_id": blank(col("txn")),
-        "missing_amount": amount_missing,
-        "invalid_amount": amount_invalid,
-        "amount_out_of_range": ~amount_missing
+        **{code: col(READER_REASON) == str(code) for code in READER_RULES},
+        C.MISSING_CUSTOMER_ID: blank(col(ID)),
+        C.MISSING_TRANSACTION_ID: blank(col("txn")),
+        C.MISSING_AMOUNT: amount_missing,
+        C.INVALID_AMOUNT: amount_invalid,
+        C.AMOUNT_OUT_OF_RANGE: ~amount_missing
         & ~amount_invalid
         & (amount_huge | (F.abs(pence) > MAX_ABS_AMOUNT_PENCE)),
-        "missing_timestamp": ts_missing,
-        "invalid_timestamp": ts_invalid,
-        "timestamp_out_of_range": col("ts").isNotNull()
+        C.MISSING_TIMESTAMP: ts_missing,
+        C.INVALID_TIMESTAMP: ts_invalid,
+        C.TIMESTAMP_OUT_OF_RANGE: col("ts").isNotNull()
         & ((col("ts") < earliest) | (col("ts") > latest)),
-        "invalid_type": type_invalid,
+        C.INVALID_TYPE: type_invalid,
     }
-    reason = null
-    for code in reversed(QUARANTINE_ORDER):
-        if code in checks:
-            reason = F.when(checks[code], F.lit(code)).otherwise(reason)
     is_debit = is_debit_word | (type_missing & (pence < 0))
     signed = F.when(is_debit, -F.abs(pence)).otherwise(F.abs(pence))
     findings = {
-        "type_padded_or_mixed_case": type_untidy & ~type_invalid,
-        "missing_type": type_missing,
-        "sign_disagrees_with_type": ~type_missing & (signed != pence),
-        "missing_description": blank(trim(col("description"))),
-        "quoted_line_break": col(SPANS),
-        "non_iso_timestamp": non_iso,
-        "large_amount": F.abs(pence) >= LARGE_AMOUNT_PENCE,
+        C.TYPE_PADDED_OR_MIXED_CASE: type_untidy & ~type_invalid,
+        C.MISSING_TYPE: type_missing,
+        C.SIGN_DISAGREES_WITH_TYPE: ~type_missing & (signed != pence),
+        C.MISSING_DESCRIPTION: blank(trim(col("description"))),
+        C.QUOTED_LINE_BREAK: col(SPANS),
+        C.NON_ISO_TIMESTAMP: non_iso,
+        C.LARGE_AMOUNT: F.abs(pence) >= LARGE_AMOUNT_PENCE,
     }
-    missing = set(FINDINGS) - set(findings)
-    if missing:
-        raise RuntimeError(f"findings without a Spark translation: {sorted(missing)}")
+    decided_by_order = (C.DUPLICATE, C.CONFLICTING_TRANSACTION_ID)
+    require_every_rule(ENGINE, (*checks, *findings, *decided_by_order), unsupported=UNSUPPORTED)
+    reason = null
+    for code in reversed(QUARANTINE_ORDER):
+        if code in checks:  # the others are decided below, by file order, or unsupported
+            reason = F.when(checks[code], F.lit(str(code))).otherwise(reason)
     typed = parsed.select(
         *raw_names,
         POS,
@@ -371,15 +371,17 @@ def classify(rows: DataFrame, header: Header, now: datetime) -> DataFrame:
     typed = typed.repartition("txn")
     same_row = Window.partitionBy("txn", *raw_names).orderBy(POS)
     duplicate = ~col("unsplit") & (F.row_number().over(same_row) > 1)
-    typed = typed.withColumn("duplicate", duplicate)
-    valid = ~col("duplicate") & col("first_reason").isNull()
+    typed = typed.withColumn("is_duplicate", duplicate)
+    valid = ~col("is_duplicate") & col("first_reason").isNull()
     first_valid = F.min(F.when(valid, col(POS))).over(Window.partitionBy("txn"))
     conflicting = valid & (col(POS) != first_valid)
-    final_reason = F.when(col("duplicate"), null).otherwise(
-        F.coalesce(col("first_reason"), F.when(conflicting, F.lit(CONFLICT)))
+    final_reason = F.when(col("is_duplicate"), null).otherwise(
+        F.coalesce(
+            col("first_reason"), F.when(conflicting, F.lit(str(C.CONFLICTING_TRANSACTION_ID)))
+        )
     )
     typed = typed.withColumn(REASON, final_reason)
-    typed = typed.withColumn("used", ~col("duplicate") & col(REASON).isNull())
+    typed = typed.withColumn("used", ~col("is_duplicate") & col(REASON).isNull())
     return typed.drop("first_reason")
 
 
@@ -462,62 +464,44 @@ def aggregate(rows: DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class SparkResult:
-    """Like ``PipelineResult``; the quarantine stays a Spark DataFrame (it can be big)."""
-
-    features: pd.DataFrame
-    training_set: pd.DataFrame | None
-    report: dict
-    quarantine_rows: int
-    quarantine: DataFrame
-    header: Header
-    cached: DataFrame
-    label_quarantine: pd.DataFrame | None = None
-    lines: DataFrame | None = None  # the cached physical lines (features.spark_rows)
-
-    def release(self) -> None:
-        """Drop the cached rows once the outputs are written."""
-        self.cached.unpersist()
-        if self.lines is not None:
-            self.lines.unpersist()
-
-
 def _count_expressions() -> list[Column]:
     used = F.col("used")
     return [
         F.count(F.lit(1)).alias("rows_in"),
         F.sum(used.cast("long")).alias("rows_used"),
-        F.sum(F.col("duplicate").cast("long")).alias("duplicate"),
-        *(F.sum((F.col(REASON) == code).cast("long")).alias(code) for code in QUARANTINE_ORDER),
-        *(F.sum((used & F.col(f"finding_{c}")).cast("long")).alias(c) for c in FINDINGS),
+        F.sum(F.col("is_duplicate").cast("long")).alias(str(C.DUPLICATE)),
+        *(
+            F.sum((F.col(REASON) == str(code)).cast("long")).alias(str(code))
+            for code in QUARANTINE_ORDER
+        ),
+        *(F.sum((used & F.col(f"finding_{c}")).cast("long")).alias(str(c)) for c in FINDINGS),
         F.max(F.when(used, F.col("ts"))).alias("as_of_ts"),
     ]
 
 
-def _condition(code: str) -> Column:
-    if code == "duplicate":
-        return F.col("duplicate")
+def _condition(code: RuleCode) -> Column:
+    if code is C.DUPLICATE:
+        return F.col("is_duplicate")
     if code in QUARANTINE_ORDER:
-        return F.col(REASON) == code
+        return F.col(REASON) == str(code)
     return F.col("used") & F.col(f"finding_{code}")
 
 
 def _examples(
-    classified: DataFrame, codes: Iterable[str], canonical: dict[str, int]
-) -> dict[str, list[str]]:
+    classified: DataFrame, codes: Iterable[RuleCode], canonical: dict[str, int]
+) -> dict[RuleCode, list[str]]:
     """The first ``EXAMPLES_PER_CHECK`` values (in file order) illustrating each check:
-    the same column the pandas engine shows (``features.pipeline.example_column``). One query:
+    the same column the pandas engine shows (``features.rules.example_column``). One query:
     flagged rows only, one event per (row, check), the first few per check kept."""
-    names = {c: f"c{p}" for c, p in canonical.items()}
     events = []
     for code in codes:
         if code in READER_RULES:  # rows the reader could not split: shown by line number
             value = F.concat(F.lit("line "), F.col(POS).cast("string"))
         else:
-            value = F.substring(F.col(example_column(code, names)), 1, 60)
+            column = f"c{canonical[example_column(code, canonical)]}"
+            value = F.substring(F.col(column), 1, 60)
         events.append(
-            F.when(_condition(code), F.struct(F.lit(code).alias("code"), value.alias("v")))
+            F.when(_condition(code), F.struct(F.lit(str(code)).alias("code"), value.alias("v")))
         )
     if not events:
         return {}
@@ -526,9 +510,9 @@ def _examples(
     ).select(POS, "e.code", "e.v")
     order = F.row_number().over(Window.partitionBy("code").orderBy(POS))
     picked = exploded.withColumn("k", order).where(F.col("k") <= EXAMPLES_PER_CHECK)
-    found: dict[str, list[str]] = {}
+    found: dict[RuleCode, list[str]] = {}
     for row in picked.orderBy("code", POS).collect():
-        found.setdefault(row["code"], []).append(row["v"])
+        found.setdefault(RuleCode(row["code"]), []).append(row["v"])
     return found
 
 
@@ -537,13 +521,13 @@ def _tally(classified: DataFrame, canonical: dict[str, int]) -> Tally:
     tally = Tally(
         rows_in=int(totals["rows_in"]),
         rows_used=int(totals["rows_used"] or 0),
-        rows_duplicate=int(totals["duplicate"] or 0),
+        rows_duplicate=int(totals[str(C.DUPLICATE)] or 0),
         as_of_ts=None if totals["as_of_ts"] is None else int(totals["as_of_ts"]),
     )
-    codes = ["duplicate", *QUARANTINE_ORDER, *FINDINGS]
-    examples = _examples(classified, [c for c in codes if totals[c]], canonical)
+    codes = [C.DUPLICATE, *QUARANTINE_ORDER, *FINDINGS]
+    examples = _examples(classified, [c for c in codes if totals[str(c)]], canonical)
     for code in codes:
-        tally.add(code, int(totals[code] or 0), examples.get(code, []))
+        tally.add(code, int(totals[str(code)] or 0), examples.get(code, []))
     return tally
 
 
@@ -555,7 +539,7 @@ def _escaped(raw: pd.Series) -> pd.Series:
 
 
 def _quarantine(classified: DataFrame, header: Header) -> DataFrame:
-    """Rejected rows in the pandas engine's shape (``QUARANTINE_COLUMNS``), file order."""
+    """Rejected rows in the shape ``QUARANTINE_COLUMNS``, in file order."""
     positions = map_columns(
         header.names, TRANSACTION_ALIASES, TRANSACTION_REQUIRED, "transactions"
     ).positions
@@ -573,8 +557,22 @@ def _quarantine(classified: DataFrame, header: Header) -> DataFrame:
     )
 
 
+def local_frames(frame: DataFrame, rows_per_chunk: int = 10_000) -> Iterator[pd.DataFrame]:
+    """A Spark DataFrame as pandas frames of at most ``rows_per_chunk`` rows, in order,
+    streamed through the driver (never collected whole)."""
+    columns = list(frame.columns)
+    pending: list[Any] = []
+    for row in frame.toLocalIterator():
+        pending.append(tuple(row))
+        if len(pending) == rows_per_chunk:
+            yield pd.DataFrame(pending, columns=columns, dtype=object)
+            pending = []
+    if pending:
+        yield pd.DataFrame(pending, columns=columns, dtype=object)
+
+
 def read_labels_any(spark: SparkSession, path: str) -> Labels:
-    """Labels through the pandas reader (same rules); the bytes come via Spark, so any
+    """Labels through the shared reader (same rules); the bytes come via Spark, so any
     Hadoop path works (``abfss://`` included). Label files are one row per customer."""
     try:
         content = spark.read.format("binaryFile").load(path).select("content").head()
@@ -593,12 +591,15 @@ def run_spark(
     labels: str | None = None,
     *,
     now: datetime | None = None,
+    generated_at: datetime | None = None,
+    on_quarantine: QuarantineSink | None = None,
     multiline: bool = True,
-) -> SparkResult:
+) -> RunResult:
     """The Part 1 job on Spark. Raises ``InputError`` when an input cannot be used.
 
-    ``multiline`` is accepted for compatibility: quoted line breaks are always read (the
-    row rule of ``features.records``).
+    Quarantined rows are handed to ``on_quarantine`` in file order, a chunk at a time
+    through the driver; without a sink they are collected into the result. ``multiline`` is
+    accepted for compatibility: quoted line breaks are always read (``features.records``).
     """
     started = time.monotonic()
     now = now or datetime.now(UTC)
@@ -612,49 +613,25 @@ def run_spark(
         customers, months = aggregate(
             derive_rows(classified.where(F.col("used")), non_letter_class(spark))
         )
-        quarantine = _quarantine(classified, header)
-        quarantined = tally.rows_in - tally.rows_used - tally.rows_duplicate
-        features, withheld = withhold_out_of_range(
-            finalise(customers, months, tally.as_of_ts or 0).reset_index()
+        collector = None if on_quarantine is not None else QuarantineCollector()
+        sink = on_quarantine or collector
+        assert sink is not None
+        for frame in local_frames(_quarantine(classified, header)):
+            sink(frame)
+        return finish_run(
+            engine=ENGINE,
+            tally=tally,
+            shape=InputShape.from_header(header.names, header.delimiter, columns),
+            features=finalise(customers, months, tally.as_of_ts or 0).reset_index(),
+            labels=label_result,
+            rows_quarantined=tally.rows_in - tally.rows_used - tally.rows_duplicate,
+            started=started,
+            generated_at=generated_at or now,
+            quarantine=collector.frame() if collector is not None else None,
         )
-        training_set = None
-        if label_result is not None:
-            training_set = join_labels(features, label_result.labels)
-        stream = _StreamInfo(header=header.names, delimiter=header.delimiter)
-        report = build_report(
-            tally,
-            columns,
-            stream,  # type: ignore[arg-type]
-            features,
-            label_result,
-            quarantined,
-            elapsed=time.monotonic() - started,
-            withheld=withheld,
-        )
-        report["engine"] = "spark"
-    except BaseException:
+    finally:
         classified.unpersist()
         lines.unpersist()
-        raise
-    return SparkResult(
-        features,
-        training_set,
-        report,
-        quarantined,
-        quarantine,
-        header,
-        classified,
-        label_result.quarantine if label_result is not None else None,
-        lines,
-    )
-
-
-@dataclass
-class _StreamInfo:
-    """What ``build_report`` reads of a ``CsvStream``."""
-
-    header: list[str]
-    delimiter: str
 
 
 # ---------------------------------------------------------------------------------------
@@ -662,11 +639,33 @@ class _StreamInfo:
 # ---------------------------------------------------------------------------------------
 
 
-class Store:
-    """Writes whole files into one output directory through Hadoop's FileSystem API."""
+class _JavaOutput(io.RawIOBase):
+    """A writable Python stream over a Hadoop output stream."""
 
-    def __init__(self, spark: SparkSession, out: str) -> None:
-        self.spark = spark
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self._stream.write(bytearray(chunk))
+        self._position += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self._position
+
+
+class HadoopDirectory:
+    """An ``OutputSink`` writing into one directory through Hadoop's FileSystem API, so
+    ``abfss://`` works like a local path. Each file is written as ``.partial`` and renamed."""
+
+    def __init__(self, spark: SparkSession, out: str, fmt: str = CSV) -> None:
+        self.fmt = fmt
+        self.written: list[str] = []
         jvm = spark.sparkContext._jvm
         self._path = jvm.org.apache.hadoop.fs.Path
         self.root = self._path(out)
@@ -676,145 +675,35 @@ class Store:
         self.fs.mkdirs(self.root)
         self.out = out.rstrip("/")
 
-    def write_bytes(self, name: str, data: bytes) -> str:
-        """Write to ``name.partial``, then rename: readers never see half a file."""
+    def write(self, file: OutputFile, data: bytes) -> None:
+        with self.stream(file) as handle:
+            handle.write(data)
+
+    @contextmanager
+    def stream(self, file: OutputFile) -> Iterator[BinaryIO]:
+        name = file.name(self.fmt)
         final = self._path(self.root, name)
         partial = self._path(self.root, name + ".partial")
         stream = self.fs.create(partial, True)
+        handle = io.BufferedWriter(_JavaOutput(stream), 1 << 20)
         try:
-            stream.write(bytearray(data))
-        finally:
+            yield handle  # type: ignore[misc]
+            handle.flush()
+        except BaseException:
             stream.close()
-        self._replace(partial, final)
-        return f"{self.out}/{name}"
-
-    def write_chunks(self, name: str, chunks: Iterable[bytes]) -> str:
-        """Write ``name`` from a stream of byte chunks (``.partial``, then renamed)."""
-        final = self._path(self.root, name)
-        partial = self._path(self.root, name + ".partial")
-        stream = self.fs.create(partial, True)
-        try:
-            for chunk in chunks:
-                stream.write(bytearray(chunk))
-        finally:
-            stream.close()
-        self._replace(partial, final)
-        return f"{self.out}/{name}"
-
-    def write_csv(self, name: str, frame: DataFrame, rows_per_chunk: int = 10_000) -> str:
-        """A Spark DataFrame as one CSV written by ``features.outputs.csv_rows`` (the writer
-        every engine uses), streamed through the driver one chunk of rows at a time."""
-        columns = list(frame.columns)
-
-        def chunks() -> Iterator[bytes]:
-            yield csv_rows(pd.DataFrame(columns=columns)).encode("utf-8")
-            pending: list[Any] = []
-            for row in frame.toLocalIterator():
-                pending.append(tuple(row))
-                if len(pending) == rows_per_chunk:
-                    yield csv_rows(pd.DataFrame(pending, columns=columns), header=False).encode()
-                    pending = []
-            if pending:
-                yield csv_rows(pd.DataFrame(pending, columns=columns), header=False).encode()
-
-        return self.write_chunks(name, chunks())
-
-    def write_frame(self, name: str, frame: DataFrame, fmt: str) -> str:
-        """One file named ``name``: CSV through ``write_csv``, Parquet by Spark (a single
-        partition, then renamed)."""
-        if fmt == "csv":
-            return self.write_csv(name, frame)
-        staging = f"{self.out}/_{name}.staging"
-        frame.write.mode("overwrite").parquet(staging)
-        parts = [
-            s.getPath()
-            for s in self.fs.listStatus(self._path(staging))
-            if s.getPath().getName().startswith("part-")
-        ]
-        if len(parts) != 1:
-            raise RuntimeError(f"expected one part file in {staging}, found {len(parts)}")
-        self._replace(parts[0], self._path(self.root, name))
-        self.fs.delete(self._path(staging), True)
-        return f"{self.out}/{name}"
-
-    def _replace(self, source: Any, target: Any) -> None:
-        if self.fs.exists(target):
-            self.fs.delete(target, False)
-        if not self.fs.rename(source, target):
-            raise OSError(f"could not move {source} to {target}")
-
-
-def _frame_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
-    if fmt == "csv":
-        return to_csv_text(frame).encode("utf-8")
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
-
-
-def write_outputs(spark: SparkSession, result: SparkResult, out: str, fmt: str) -> list[str]:
-    """The pandas CLI's outputs (same names and content), as CSV or Parquet."""
-    store = Store(spark, out)
-    # An empty quarantine still gets its header (CSV) or schema (Parquet).
-    written = [store.write_frame(f"quarantine.{fmt}", result.quarantine, fmt)]
-    for name, frame in output_frames(result).items():  # type: ignore[arg-type]
-        written.append(store.write_bytes(f"{name}.{fmt}", _frame_bytes(frame, fmt)))
-    report = json.dumps(result.report, indent=2, ensure_ascii=False) + "\n"
-    written.append(store.write_bytes("dq_report.json", report.encode("utf-8")))
-    written.append(store.write_bytes("dq_report.md", render_markdown(result.report).encode()))
-    return written
-
-
-def as_pipeline_result(result: SparkResult) -> PipelineResult:
-    """The Spark result in the pandas engine's shape (quarantine collected: small data)."""
-    return PipelineResult(
-        features=result.features,
-        training_set=result.training_set,
-        report=result.report,
-        quarantine_rows=result.quarantine_rows,
-        quarantine=result.quarantine.toPandas(),
-        label_quarantine=result.label_quarantine,
-    )
+            self.fs.delete(partial, False)
+            raise
+        stream.close()
+        if self.fs.exists(final):
+            self.fs.delete(final, False)
+        if not self.fs.rename(partial, final):
+            raise OSError(f"could not move {partial} to {final}")
+        self.written.append(f"{self.out}/{name}")
 
 
 # ---------------------------------------------------------------------------------------
 # Entry point: python -m features.spark (also a Databricks/Synapse Python job)
 # ---------------------------------------------------------------------------------------
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m features.spark",
-        description="The features job on Apache Spark: same inputs, rules and outputs as "
-        "`python -m features`; paths may be local or abfss:// URLs.",
-    )
-    parser.add_argument("--transactions", default="data/transactions.csv")
-    parser.add_argument("--labels", default=None, help="labels CSV (optional)")
-    parser.add_argument("--no-labels", action="store_true", help="ignore the default labels")
-    parser.add_argument("--out", default="artifacts")
-    parser.add_argument(
-        "--chunk-rows",
-        type=int,
-        default=None,
-        help="accepted for compatibility; Spark bounds memory by partitions instead",
-    )
-    parser.add_argument("--format", choices=("csv", "parquet"), default="csv")
-    parser.add_argument(
-        "--master",
-        default=None,
-        help="Spark master (default: the cluster's when submitted, else local[2])",
-    )
-    parser.add_argument("--driver-memory", default="4g")
-    parser.add_argument("--shuffle-partitions", type=int, default=8)
-    parser.add_argument(
-        "--multiline",
-        action="store_true",
-        help="accepted for compatibility: quoted line breaks are always read",
-    )
-    args = parser.parse_args(argv)
-    if args.labels is None and not args.no_labels and args.transactions == "data/transactions.csv":
-        args.labels = "data/labels.csv"
-    return args
 
 
 def _session(args: argparse.Namespace) -> SparkSession:
@@ -830,22 +719,33 @@ def _session(args: argparse.Namespace) -> SparkSession:
     return local_session(args.master or "local[2]", args.driver_memory, args.shuffle_partitions)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+def hadoop_path(path: str) -> str:
+    """A local path made absolute (Spark resolves relative ones against the JVM's working
+    directory, not this process's); a URL (``abfss://...``) unchanged."""
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``python -m features --engine spark`` and ``python -m features.spark``."""
     spark = _session(args)
-    try:
-        result = run_spark(spark, args.transactions, args.labels)
-        written = write_outputs(spark, result, args.out, args.format)
-        result.release()
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    log.info("spark: %s", summary_line(result.report))
-    for path in written:
-        print(path)
-    return 0
+    labels = hadoop_path(args.labels) if args.labels is not None else None
+    return execute(
+        args,
+        HadoopDirectory(spark, hadoop_path(args.out), args.format),
+        lambda quarantine, now, generated_at: run_spark(
+            spark,
+            hadoop_path(args.transactions),
+            labels,
+            now=now,
+            generated_at=generated_at,
+            on_quarantine=quarantine,
+        ),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(parse_args(argv, prog="python -m features.spark", engine=ENGINE))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

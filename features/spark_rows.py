@@ -33,9 +33,9 @@ import pyarrow.csv as pacsv
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812 (the PySpark convention)
 
-from features.quality import MAX_RECORD_LINES
 from features.reader import header_text, parse_header, read_header_line
 from features.records import LineFacts, Lines, line_facts, walk
+from features.rules import MAX_RECORD_LINES, RuleCode
 from features.schema import InputError
 
 LINE, REASON, SPANS, RAW = "_line", "_reason", "_spans", "_raw"
@@ -284,9 +284,9 @@ def parse_rows(rows: DataFrame, header: Header) -> DataFrame:
             reason = np.full(len(batch), None, dtype=object)
             decided = np.zeros(len(batch), dtype=bool)
             for mask, code in (
-                (batch["broken"].to_numpy(dtype=bool), "unterminated_quote"),
-                (batch["messy"].to_numpy(dtype=bool), "malformed_row"),
-                (np.asarray(pc.match_substring(raw, "\x00")), "nul_byte"),
+                (batch["broken"].to_numpy(dtype=bool), str(RuleCode.UNTERMINATED_QUOTE)),
+                (batch["messy"].to_numpy(dtype=bool), str(RuleCode.MALFORMED_ROW)),
+                (np.asarray(pc.match_substring(raw, "\x00")), str(RuleCode.NUL_BYTE)),
             ):
                 reason[mask & ~decided] = code
                 decided |= mask
@@ -294,7 +294,7 @@ def parse_rows(rows: DataFrame, header: Header) -> DataFrame:
             todo = np.flatnonzero(~decided)
             if len(todo):
                 parsed, bad = _parse(raw.take(pa.array(todo)), header)
-                reason[todo[bad]] = "malformed_row"
+                reason[todo[bad]] = str(RuleCode.MALFORMED_ROW)
                 good = todo[~bad]
                 for i, n in enumerate(names):
                     fields[n][good] = parsed.column(i).to_numpy(zero_copy_only=False)

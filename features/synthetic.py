@@ -33,6 +33,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.rules import RuleCode
+
+C = RuleCode
 # ~6 months of history ending at a fixed instant (never "today": output must not drift).
 START_TS = calendar.timegm((2025, 1, 1, 0, 0, 0))
 END_TS = calendar.timegm((2025, 6, 30, 23, 59, 59))
@@ -67,31 +70,31 @@ FIELD_OF = {
 }
 
 # Injection rates (share of a block's rows), in the contract's first-match order.
-TRANSACTION_RATES: dict[str, float] = {
-    "duplicate": 0.005,
-    "malformed_row": 0.001,
-    "missing_customer_id": 0.002,
-    "missing_transaction_id": 0.002,
-    "missing_amount": 0.002,
-    "invalid_amount": 0.003,
-    "amount_out_of_range": 0.001,
-    "missing_timestamp": 0.002,
-    "invalid_timestamp": 0.002,
-    "timestamp_out_of_range": 0.001,
-    "invalid_type": 0.002,
-    "conflicting_transaction_id": 0.002,
-    "type_padded_or_mixed_case": 0.005,
-    "missing_type": 0.003,
-    "sign_disagrees_with_type": 0.004,
-    "missing_description": 0.005,
-    "non_iso_timestamp": 0.005,
-    "large_amount": 0.002,
+TRANSACTION_RATES: dict[RuleCode, float] = {
+    C.DUPLICATE: 0.005,
+    C.MALFORMED_ROW: 0.001,
+    C.MISSING_CUSTOMER_ID: 0.002,
+    C.MISSING_TRANSACTION_ID: 0.002,
+    C.MISSING_AMOUNT: 0.002,
+    C.INVALID_AMOUNT: 0.003,
+    C.AMOUNT_OUT_OF_RANGE: 0.001,
+    C.MISSING_TIMESTAMP: 0.002,
+    C.INVALID_TIMESTAMP: 0.002,
+    C.TIMESTAMP_OUT_OF_RANGE: 0.001,
+    C.INVALID_TYPE: 0.002,
+    C.CONFLICTING_TRANSACTION_ID: 0.002,
+    C.TYPE_PADDED_OR_MIXED_CASE: 0.005,
+    C.MISSING_TYPE: 0.003,
+    C.SIGN_DISAGREES_WITH_TYPE: 0.004,
+    C.MISSING_DESCRIPTION: 0.005,
+    C.NON_ISO_TIMESTAMP: 0.005,
+    C.LARGE_AMOUNT: 0.002,
 }
 # Accepted-as-valid spellings (no rule fires): "£45.99", "1,234.56", "dr"/"cr".
 VARIANT_RATE = 0.003
-LABEL_RATES: dict[str, float] = {
+LABEL_RATES: dict[str, float] = {  # rule codes where a rule is injected
     "customers_dropped": 0.005,
-    "invalid_label": 0.003,
+    C.INVALID_LABEL: 0.003,
     "conflicting_customers": 0.002,
     "duplicate_label": 0.003,
     "labels_without_transactions": 0.003,
@@ -686,29 +689,29 @@ def inject_transactions(
     def put(field: str, where: np.ndarray, texts: list[str]) -> None:
         overrides[field].update(zip(where.tolist(), texts, strict=True))
 
-    j = targets["duplicate"]
+    j = targets[C.DUPLICATE]
     i = sources_before(j)
     for name in rows.__dataclass_fields__:
         getattr(rows, name)[j] = getattr(rows, name)[i]
-    j = targets["conflicting_transaction_id"]
+    j = targets[C.CONFLICTING_TRANSACTION_ID]
     i = sources_before(j)
     rows.transaction[j] = rows.transaction[i]
     same = rows.pence[j] == rows.pence[i]
     rows.pence[j[same]] += np.where(rows.credit[j[same]], 1, -1)
-    j = targets["malformed_row"]
+    j = targets[C.MALFORMED_ROW]
     malformed = dict(
         zip(j.tolist(), np.where(rng.random(len(j)) < 0.5, "extra", "short"), strict=True)
     )
     for code, field in (
-        ("missing_customer_id", "customer_id"),
-        ("missing_transaction_id", "transaction_id"),
-        ("missing_amount", "amount"),
-        ("missing_timestamp", "timestamp"),
-        ("missing_type", "type"),
-        ("missing_description", "description"),
+        (C.MISSING_CUSTOMER_ID, "customer_id"),
+        (C.MISSING_TRANSACTION_ID, "transaction_id"),
+        (C.MISSING_AMOUNT, "amount"),
+        (C.MISSING_TIMESTAMP, "timestamp"),
+        (C.MISSING_TYPE, "type"),
+        (C.MISSING_DESCRIPTION, "description"),
     ):
         put(field, targets[code], [""] * len(targets[code]))
-    j = targets["invalid_amount"]
+    j = targets[C.INVALID_AMOUNT]
     fixed = _pick(INVALID_AMOUNTS, len(j), rng)
     three_dp = rng.random(len(j)) < 0.4  # e.g. -12.345
     digits = rng.integers(1, 10, len(j))
@@ -720,21 +723,21 @@ def inject_transactions(
             for pence, d, t, f in zip(rows.pence[j], digits, three_dp, fixed, strict=True)
         ],
     )
-    j = targets["amount_out_of_range"]
+    j = targets[C.AMOUNT_OUT_OF_RANGE]
     big = rng.integers(100_000_001, 10_000_000_000, len(j))
     put(
         "amount",
         j,
         [_plain_money(int(b if c else -b)) for b, c in zip(big, rows.credit[j], strict=True)],
     )
-    j = targets["invalid_timestamp"]
+    j = targets[C.INVALID_TIMESTAMP]
     put("timestamp", j, _pick(INVALID_TIMESTAMPS, len(j), rng))
-    j = targets["timestamp_out_of_range"]
+    j = targets[C.TIMESTAMP_OUT_OF_RANGE]
     years = _pick(OUT_OF_RANGE_YEARS, len(j), rng)
     put("timestamp", j, [y + _iso(int(t))[4:] for y, t in zip(years, rows.ts[j], strict=True)])
-    j = targets["invalid_type"]
+    j = targets[C.INVALID_TYPE]
     put("type", j, _pick(INVALID_TYPES, len(j), rng))
-    j = targets["type_padded_or_mixed_case"]
+    j = targets[C.TYPE_PADDED_OR_MIXED_CASE]
     form = rng.integers(0, 5, len(j))
     words = np.where(rows.credit[j], "credit", "debit")
     put(
@@ -745,16 +748,16 @@ def inject_transactions(
             for w, f in zip(words, form, strict=True)
         ],
     )
-    j = targets["sign_disagrees_with_type"]
+    j = targets[C.SIGN_DISAGREES_WITH_TYPE]
     put("amount", j, [_plain_money(-int(pence)) for pence in rows.pence[j]])
-    j = targets["non_iso_timestamp"]
+    j = targets[C.NON_ISO_TIMESTAMP]
     formats = _pick(("%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%d/%m/%Y"), len(j), rng)
     put(
         "timestamp",
         j,
         [time.strftime(f, time.gmtime(int(t))) for f, t in zip(formats, rows.ts[j], strict=True)],
     )
-    j = targets["large_amount"]
+    j = targets[C.LARGE_AMOUNT]
     magnitude = rng.integers(1_000_000, 25_000_000, len(j))
     rows.pence[j] = np.where(rows.credit[j], magnitude, -magnitude)
 
@@ -877,10 +880,10 @@ def build_labels(
     pool = rng.permutation(n)
     chosen: dict[str, np.ndarray] = {}
     used = 0
-    for key in ("customers_dropped", "invalid_label", "conflicting_customers", "duplicate_label"):
+    for key in ("customers_dropped", C.INVALID_LABEL, "conflicting_customers", "duplicate_label"):
         chosen[key] = pool[used : used + wanted[key]]
         used += wanted[key]
-    for i in chosen["invalid_label"]:
+    for i in chosen[C.INVALID_LABEL]:
         values[i] = INVALID_LABELS[rng.integers(len(INVALID_LABELS))]
     keep = np.ones(n, dtype=bool)
     keep[chosen["customers_dropped"]] = False
@@ -903,13 +906,13 @@ def build_labels(
     order = np.argsort(np.concatenate([np.arange(len(base)), position]), kind="stable")
     combined = base + extra
     rows = [combined[i] for i in order]
-    injected["invalid_label"] = len(chosen["invalid_label"])
-    injected["conflicting_label"] = 2 * len(chosen["conflicting_customers"])
+    injected[C.INVALID_LABEL] = len(chosen[C.INVALID_LABEL])
+    injected[C.CONFLICTING_LABEL] = 2 * len(chosen["conflicting_customers"])
     injected["duplicate_label"] = len(chosen["duplicate_label"])
     injected["labels_without_transactions"] = len(orphans)
     injected["customers_without_label"] = (
         len(chosen["customers_dropped"])
-        + len(chosen["invalid_label"])
+        + len(chosen[C.INVALID_LABEL])
         + len(chosen["conflicting_customers"])
     )
     return rows, injected

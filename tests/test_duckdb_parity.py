@@ -30,7 +30,7 @@ def assert_same(path: Path, now: datetime) -> None:
     duck = run_features(path, now)
     pd.testing.assert_frame_equal(duck, pandas_result.features, check_dtype=False)
     counts = run_counts(path, now)
-    report = pandas_result.report
+    report = pandas_result.report.to_dict()
     assert {k: counts[k] for k in ACCOUNTING} == {k: report[k] for k in ACCOUNTING}
     pandas_checks = {c["check"]: c["count"] for c in report["checks"]}
     for code, n in {**counts["reasons"], **counts["findings"]}.items():

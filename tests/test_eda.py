@@ -97,24 +97,24 @@ def test_plots_from_a_documented_training_set(tmp_path: Path) -> None:
 
 
 def test_handover_sized_set_through_the_real_pipeline(tmp_path: Path, handover_dir: Path) -> None:
-    from features.outputs import write_outputs
     from features.pipeline import run_pipeline
+    from features.publish import LocalDirectory, publish
 
     data = handover_dir / "data"
     result = run_pipeline(data / "transactions.csv", data / "labels.csv")
-    write_outputs(result, tmp_path)
+    publish(result, LocalDirectory(tmp_path))
     assert len(pd.read_csv(tmp_path / "training_set.csv")) == 5
     out = tmp_path / "eda"
     _assert_plots(run_eda(tmp_path / "training_set.csv", tmp_path / "dq_report.json", out), out)
 
 
 def test_messy_synthetic_set_through_the_real_pipeline(tmp_path: Path) -> None:
-    from features.outputs import write_outputs
     from features.pipeline import run_pipeline
+    from features.publish import LocalDirectory, publish
 
     generate(tmp_path / "raw", rows=20_000, customers=400, seed=2, messy=True)
     result = run_pipeline(tmp_path / "raw" / "transactions.csv", tmp_path / "raw" / "labels.csv")
-    write_outputs(result, tmp_path / "artifacts")
+    publish(result, LocalDirectory(tmp_path / "artifacts"))
     report = json.loads((tmp_path / "artifacts" / "dq_report.json").read_text())
     table = quality_checks(report)
     assert table["count"].sum() > 0

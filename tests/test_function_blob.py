@@ -42,7 +42,7 @@ from features import blob_batch
 from features.blob_batch import CURATED, RAW, BlobStore, Outcome
 from features.outputs import to_csv_text
 from features.pipeline import run_pipeline
-from features.quality import FINDINGS, QUARANTINE_ORDER
+from features.rules import FINDINGS, QUARANTINE_ORDER
 from features.synthetic import TRANSACTION_RATES
 from features.upload import upload_batch, upload_model
 from scoring.blob_source import source_from_settings

@@ -95,7 +95,7 @@ def test_unusable_files_are_refused_in_one_line(
 @pytest.mark.parametrize("name", sorted(PROCESSED))
 def test_usable_files_account_for_every_row(name: str) -> None:
     result = run_pipeline(CORPUS / name, now=NOW)
-    report = result.report
+    report = result.report.to_dict()
     assert (report["rows_in"], report["rows_used"], report["rows_quarantined"]) == PROCESSED[name]
     assert accounted(report)
     assert len(result.quarantine) == report["rows_quarantined"]
@@ -112,7 +112,7 @@ def test_quoted_fields_keep_commas_quotes_and_newlines() -> None:
     assert (
         quarantined["raw_line"] == 'T4,C1,2025-02-01T13:00:00,-8.00,debit,"unterminated, but then'
     )
-    assert check_count(result.report, "quoted_line_break") == 1  # T3's "RENT\nFEB"
+    assert check_count(result.report.to_dict(), "quoted_line_break") == 1  # T3's "RENT\nFEB"
 
 
 def test_non_utf8_row_is_quarantined_with_its_bytes_escaped() -> None:
@@ -126,7 +126,7 @@ def test_extra_and_duplicated_extra_columns_survive_in_quarantine() -> None:
     from features.pipeline import QUARANTINE_COLUMNS
 
     result = run_pipeline(CORPUS / "extra_columns.csv", now=NOW)
-    assert result.report["transactions_file"]["extra_columns"] == ["notes", "notes"]
+    assert result.report.to_dict()["transactions_file"]["extra_columns"] == ["notes", "notes"]
     q = result.quarantine
     assert list(q.columns) == list(QUARANTINE_COLUMNS)  # fixed, whatever the input
     assert q.iloc[0]["raw_line"] == "T2,,2025-02-01T10:00:00,-5.00,debit,X,c,d"
@@ -160,14 +160,14 @@ def test_odd_timestamps() -> None:
         "T10": "invalid_timestamp",
         "T11": "invalid_timestamp",
     }
-    assert result.report["as_of"].startswith("2025-02-01T10:00:00")
+    assert result.report.to_dict()["as_of"].startswith("2025-02-01T10:00:00")
 
 
 def test_one_megabyte_description_is_processed() -> None:
     description = "RENT " + "x" * 1_000_000
     text = HEADER + f"T1,C1,2025-02-01T10:00:00,-500.00,debit,{description}\n"
     result = run_pipeline(io.BytesIO(text.encode()), now=NOW)
-    assert result.report["rows_used"] == 1
+    assert result.report.to_dict()["rows_used"] == 1
     assert result.features.iloc[0]["has_rent"] == 1
 
 
@@ -221,7 +221,7 @@ def test_random_files_keep_the_accounting_identity(rows: list[dict], chunk_rows:
         result = run_pipeline(io.BytesIO(data), now=NOW, chunk_rows=chunk_rows)
     except InputError:
         return  # refused whole, with a reason: allowed
-    report = result.report
+    report = result.report.to_dict()
     assert report["rows_in"] == len(rows)
     assert accounted(report)
     assert len(result.quarantine) == report["rows_quarantined"]

@@ -61,7 +61,7 @@ def test_handover_files_give_the_hand_computed_training_set(handover_dir: Path) 
     assert got["net_flow"].tolist() == [2434.02, 1150.00, 900.00, 500.00, 6500.00]
     assert got["max_debit"].tolist() == [45.99, 650.00, 300.00, 400.00, 0.00]
     assert not got.isna().any().any()
-    report = result.report
+    report = result.report.to_dict()
     assert (report["rows_in"], report["rows_used"], report["rows_duplicate"]) == (10, 10, 0)
     assert report["rows_quarantined"] == 0
     assert report["customers_without_label"] == 0
@@ -82,7 +82,7 @@ def test_brief_layout_with_mixed_case_headers_maps_to_the_same_features() -> Non
     assert (row["num_transactions"], row["total_debit"], row["total_credit"]) == (2, -45.5, 2500.0)
     assert row["avg_amount"] == 1227.25
     assert (row["has_tesco"], row["has_salary"], row["defaulted"]) == (1, 1, 0)
-    assert result.report["labels_without_transactions"] == 1
+    assert result.report.to_dict()["labels_without_transactions"] == 1
 
 
 def test_unmappable_header_names_the_missing_columns() -> None:
@@ -157,7 +157,7 @@ def test_each_quarantine_rule_catches_its_row(messy_result) -> None:
 
 
 def test_every_row_is_accounted_for_exactly_once(messy_result) -> None:
-    report = messy_result.report
+    report = messy_result.report.to_dict()
     assert report["rows_in"] == MESSY.count("\n") - 1
     assert accounting_holds(report)
     assert report["rows_duplicate"] == 1
@@ -168,7 +168,7 @@ def test_every_row_is_accounted_for_exactly_once(messy_result) -> None:
 
 
 def test_kept_rows_are_repaired_and_counted(messy_result) -> None:
-    report = messy_result.report
+    report = messy_result.report.to_dict()
     assert check(report, "type_padded_or_mixed_case") == 1
     assert check(report, "missing_type") == 1
     assert check(report, "sign_disagrees_with_type") == 1
@@ -198,7 +198,7 @@ def test_chunked_run_equals_in_memory_run() -> None:
         pd.testing.assert_frame_equal(chunked.features, whole.features)
         pd.testing.assert_frame_equal(chunked.quarantine, whole.quarantine)
         for key in ("rows_in", "rows_used", "rows_duplicate", "rows_quarantined", "checks"):
-            assert chunked.report[key] == whole.report[key], (chunk_rows, key)
+            assert chunked.report.to_dict()[key] == whole.report.to_dict()[key], (chunk_rows, key)
 
 
 def test_malformed_rows_are_quarantined_with_their_raw_text() -> None:
@@ -209,13 +209,13 @@ def test_malformed_rows_are_quarantined_with_their_raw_text() -> None:
         "T3,C1\n"
     )
     result = run_pipeline(csv_bytes(text), now=NOW)
-    assert result.report["rows_in"] == 3
-    assert check(result.report, "malformed_row") == 2
+    assert result.report.to_dict()["rows_in"] == 3
+    assert check(result.report.to_dict(), "malformed_row") == 2
     assert sorted(result.quarantine["raw_line"]) == [
         "T2,C1,2025-02-01,-5.00,debit,TOO,MANY",
         "T3,C1",
     ]
-    assert accounting_holds(result.report)
+    assert accounting_holds(result.report.to_dict())
 
 
 def test_semicolon_delimited_file_with_bom_and_crlf_is_read() -> None:
@@ -223,7 +223,7 @@ def test_semicolon_delimited_file_with_bom_and_crlf_is_read() -> None:
         "\ufefftransaction_id;customer_id;timestamp;amount;type\r\nT1;C1;2025-02-01;-5.00;debit\r\n"
     )
     result = run_pipeline(csv_bytes(text), now=NOW)
-    assert result.report["transactions_file"]["delimiter"] == ";"
+    assert result.report.to_dict()["transactions_file"]["delimiter"] == ";"
     assert result.features["total_debit"].tolist() == [-5.0]
 
 
@@ -245,7 +245,7 @@ def test_label_rules() -> None:
         "T3,C5,2025-02-01,-5.00,debit\n"
     )
     result = run_pipeline(csv_bytes(transactions), csv_bytes(LABELS_MESSY), now=NOW)
-    labels = result.report["labels"]
+    labels = result.report.to_dict()["labels"]
     assert (labels["rows_in"], labels["rows_used"], labels["rows_duplicate"]) == (7, 2, 1)
     assert labels["rows_quarantined"] == 4  # C2 twice (conflict), C3 invalid, empty id
     assert labels["rows_in"] == (
@@ -266,8 +266,8 @@ def test_label_rules() -> None:
         "reason",
         "raw_line",
     ]
-    assert result.report["customers_without_label"] == 2  # C2, C5
-    assert result.report["labels_without_transactions"] == 1  # C4
+    assert result.report.to_dict()["customers_without_label"] == 2  # C2, C5
+    assert result.report.to_dict()["labels_without_transactions"] == 1  # C4
 
 
 def test_cli_writes_all_outputs(tmp_path: Path, handover_dir: Path) -> None:
@@ -327,7 +327,7 @@ def test_customer_outliers_use_tukey_fences_and_skip_zero_spread() -> None:
         lines.append(f"T{i},C{i:02d},2025-02-01,-{10 + i}.00,debit")
     lines.append("T99,C99,2025-02-01,-10000.00,debit")
     result = run_pipeline(csv_bytes("\n".join(lines) + "\n"), now=NOW)
-    outliers = result.report["outliers"]["customers"]["features"]
+    outliers = result.report.to_dict()["outliers"]["customers"]["features"]
     assert outliers["total_debit"]["count"] == 1
     assert outliers["gambling_spend"]["count"] is None  # everyone 0: no spread to judge
     assert outliers["num_transactions"]["count"] is None

@@ -21,7 +21,8 @@ from test_pipeline import MESSY, NOW  # noqa: E402
 
 from features import spark as engine  # noqa: E402
 from features.definitions import FEATURE_NAMES, FEATURES  # noqa: E402
-from features.pipeline import PipelineResult, run_pipeline  # noqa: E402
+from features.engine import RunResult  # noqa: E402
+from features.pipeline import run_pipeline  # noqa: E402
 from features.schema import InputError  # noqa: E402
 from features.synthetic import generate  # noqa: E402
 from features.text import normalise  # noqa: E402
@@ -43,7 +44,7 @@ def spark() -> Iterator[pyspark.sql.SparkSession]:
 
 def both(
     spark, tmp_path: Path, text: str, labels: str | None = None, now: datetime = NOW
-) -> tuple[PipelineResult, PipelineResult]:
+) -> tuple[RunResult, RunResult]:
     """(pandas, spark) results for the same CSV text."""
     path = tmp_path / "transactions.csv"
     path.write_text(text, encoding="utf-8")
@@ -54,15 +55,10 @@ def both(
     return run_files(spark, path, label_path, now)
 
 
-def run_files(
-    spark, path: Path, labels: Path | None, now: datetime
-) -> tuple[PipelineResult, PipelineResult]:
+def run_files(spark, path: Path, labels: Path | None, now: datetime) -> tuple[RunResult, RunResult]:
     expected = run_pipeline(path, labels, now=now)
     got = engine.run_spark(spark, str(path), str(labels) if labels else None, now=now)
-    try:
-        return expected, engine.as_pipeline_result(got)
-    finally:
-        got.release()
+    return expected, got
 
 
 def assert_same_features(got: pd.DataFrame, expected: pd.DataFrame) -> None:
@@ -74,19 +70,19 @@ def assert_same_features(got: pd.DataFrame, expected: pd.DataFrame) -> None:
     )
 
 
-def assert_same(got: PipelineResult, expected: PipelineResult) -> None:
+def assert_same(got: RunResult, expected: RunResult) -> None:
     assert_same_features(got.features, expected.features)
     if expected.training_set is None:
         assert got.training_set is None
     else:
         assert_same_features(got.training_set, expected.training_set)
         assert got.training_set["defaulted"].tolist() == expected.training_set["defaulted"].tolist()
-        assert got.report["labels"] == expected.report["labels"]
+        assert got.report.to_dict()["labels"] == expected.report.to_dict()["labels"]
     for key in REPORT_KEYS:
-        assert got.report[key] == expected.report[key], key
+        assert got.report.to_dict()[key] == expected.report.to_dict()[key], key
     # Per-check counts, and the same example values in the same (file) order.
-    assert got.report["checks"] == expected.report["checks"]
-    assert got.report["outliers"] == expected.report["outliers"]
+    assert got.report.to_dict()["checks"] == expected.report.to_dict()["checks"]
+    assert got.report.to_dict()["outliers"] == expected.report.to_dict()["outliers"]
     assert got.quarantine_rows == expected.quarantine_rows
     pd.testing.assert_frame_equal(got.quarantine, expected.quarantine.astype(str))
 
@@ -96,7 +92,7 @@ def test_handover_files(spark, handover_dir: Path) -> None:
     expected, got = run_files(spark, data / "transactions.csv", data / "labels.csv", NOW)
     assert_same(got, expected)
     assert got.training_set["customer_id"].tolist() == [f"CUST_000{i}" for i in range(1, 6)]
-    assert got.report["rows_used"] == 10
+    assert got.report.to_dict()["rows_used"] == 10
 
 
 MALFORMED_LINES = "T30,C3,2025-02-03T12:00:00,-5.00,debit,TOO,MANY\nT31,C3\n"
@@ -160,7 +156,7 @@ def test_messy_synthetic_batch_read_in_many_partitions(spark, tmp_path: Path) ->
     finally:
         spark.conf.unset("spark.sql.files.maxPartitionBytes")
     assert_same(got, expected)
-    counts = {c["check"]: c["count"] for c in got.report["checks"]}
+    counts = {c["check"]: c["count"] for c in got.report.to_dict()["checks"]}
     assert counts["duplicate"] == injected["duplicate"] > 0
     assert counts["conflicting_transaction_id"] == injected["conflicting_transaction_id"] > 0
 
@@ -213,6 +209,35 @@ def test_cli_writes_the_pandas_cli_files(spark, tmp_path: Path, handover_dir: Pa
     )
 
 
+def test_the_cli_hands_now_and_every_argument_to_spark(
+    spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m features --engine=spark --now ...` runs Spark with that instant (it used
+    to die: the Spark parser had no --now, `--engine=spark` reached it unfiltered, and an
+    argument that was literally `spark` was dropped)."""
+    from features.cli import main as cli_main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "transactions.csv").write_text(
+        "transaction_id,customer_id,timestamp,amount,type,description\n"
+        "T1,C1,2025-02-27T10:00:00,-5.00,debit,TESCO\n"
+        "T2,C1,2025-03-01T23:00:00,-6.00,debit,WITHIN A DAY OF NOW\n"
+        "T3,C2,2025-03-05T10:00:00,-7.00,debit,AFTER NOW\n"
+    )
+    args = ["--transactions", "transactions.csv", "--no-labels", "--now", "2025-03-01T00:00"]
+    assert cli_main([*args, "--out", "pandas"]) == 0
+    assert cli_main([*args, "--engine=spark", "--out", "spark"]) == 0
+    for name in ("features.csv", "quarantine.csv"):
+        assert (tmp_path / "spark" / name).read_bytes() == (tmp_path / "pandas" / name).read_bytes()
+    report = json.loads((tmp_path / "spark" / "dq_report.json").read_text())
+    counts = {c["check"]: c["count"] for c in report["checks"]}
+    assert report["engine"] == "spark" and counts["timestamp_out_of_range"] == 1
+    assert engine.main([*args, "--out", "spark2"]) == 0  # python -m features.spark, same args
+    assert (tmp_path / "spark2" / "quarantine.csv").read_bytes() == (
+        tmp_path / "pandas" / "quarantine.csv"
+    ).read_bytes()
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -232,6 +257,20 @@ def test_unusable_input_is_refused_like_pandas(
     with pytest.raises(InputError) as refused:
         engine.run_spark(spark, str(path))
     assert message in str(refused.value)
+
+
+def test_spark_refuses_to_run_with_a_rule_it_does_not_implement(
+    spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_rules import NEW_RULE, SMALL
+
+    from features import rules
+
+    path = tmp_path / "transactions.csv"
+    path.write_text(SMALL)
+    monkeypatch.setattr(rules, "RULES", (*rules.RULES, NEW_RULE))
+    with pytest.raises(rules.UnimplementedRuleError, match=r"spark engine: .*brand_new_rule"):
+        engine.run_spark(spark, str(path), now=NOW)
 
 
 def test_runtime_modules_never_import_pyspark() -> None:
@@ -273,10 +312,7 @@ def test_hostile_corpus(spark, tmp_path: Path, name: str) -> None:
         assert str(spark_refused.value) == str(refused)
         return
     got = engine.run_spark(spark, str(CORPUS / name), now=CORPUS_NOW)
-    try:
-        assert_same(engine.as_pipeline_result(got), expected)
-    finally:
-        got.release()
+    assert_same(got, expected)
 
 
 def test_new_timestamp_forms_and_clock_changes(spark, tmp_path: Path) -> None:
@@ -284,7 +320,7 @@ def test_new_timestamp_forms_and_clock_changes(spark, tmp_path: Path) -> None:
 
     expected, got = both(spark, tmp_path, TIMESTAMPS, now=datetime(2025, 3, 1, tzinfo=UTC))
     assert_same(got, expected)
-    assert got.report["as_of"] == expected.report["as_of"]
+    assert got.report.to_dict()["as_of"] == expected.report.to_dict()["as_of"]
 
 
 def test_generated_files_with_stray_quotes_nuls_and_odd_line_ends(spark, tmp_path: Path) -> None:
@@ -303,4 +339,4 @@ def test_generated_files_with_stray_quotes_nuls_and_odd_line_ends(spark, tmp_pat
         path.write_bytes((ending.join(lines) + ending).encode())
         expected, got = run_files(spark, path, None, NOW)
         assert_same(got, expected)
-        assert got.report["rows_in"] == expected.report["rows_in"] > 0
+        assert got.report.to_dict()["rows_in"] == expected.report.to_dict()["rows_in"] > 0

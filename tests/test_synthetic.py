@@ -227,7 +227,7 @@ def test_injected_counts_match_the_file(messy: Path) -> None:
 def test_pipeline_report_matches_injected(messy: Path) -> None:
     pipeline = pytest.importorskip("features.pipeline")
     result = pipeline.run_pipeline(messy / "transactions.csv", messy / "labels.csv")
-    report = result.report
+    report = result.report.to_dict()
     injected = json.loads((messy / "injected.json").read_text())
     checks = {c["check"]: c["count"] for c in report["checks"]}
     label_checks = {c["check"]: c["count"] for c in report["labels"]["checks"]}
