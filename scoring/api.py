@@ -28,7 +28,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from features.definitions import ID
+from featurespec import ID
 from scoring.audit import (
     DecisionLog,
     DecisionLogError,
@@ -41,6 +41,7 @@ from scoring.bundle import LoadedModel
 from scoring.guard import BodyGuard, BodyRejectedError, GuardedRoute, on_body_rejected
 from scoring.holder import ModelHolder, ModelUnavailableError
 from scoring.inputs import Assembled, InputError, assemble
+from scoring.predict import score_matrix
 from scoring.schema import (
     BRIEF_EXAMPLE,
     MAX_BATCH,
@@ -106,9 +107,8 @@ def _score(model: LoadedModel, ids: list[str], data: Assembled) -> list[dict[str
     only assembles the output (``tolist`` avoids numpy scalars). ``reasons`` is None for a
     bundle that gives none (GET /model says why).
     """
-    probs = model.scorer.probabilities(data.matrix).tolist()
-    threshold = model.manifest.threshold
-    version = model.manifest.model_version
+    scores = score_matrix(model, data.matrix)
+    probs, predictions = scores.probability.tolist(), scores.prediction.tolist()
     explainer = model.explainer
     reasons: list[list[dict[str, Any]]] | list[None]
     reasons = [None] * len(ids) if explainer is None else explainer.explain(data.matrix)
@@ -118,9 +118,9 @@ def _score(model: LoadedModel, ids: list[str], data: Assembled) -> list[dict[str
             "request_id": request_ids[i],
             "customer_id": cid,
             "probability": p,
-            "prediction": int(p >= threshold),
-            "model_version": version,
-            "threshold": threshold,
+            "prediction": predictions[i],
+            "model_version": scores.model_version,
+            "threshold": scores.threshold,
             "reasons": reasons[i],
             "defaulted_fields": data.defaulted[i],
             "ignored_fields": data.ignored[i],

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.definitions import TARGET
+from featurespec import TARGET
 from scoring.bundle import LoadedModel, LocalDirSource, load_bundle
 from scoring.settings import PROJECT_ROOT
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from features.definitions import ID
+from featurespec import ID
 from scoring.manifest import Manifest
 
 # Request field declaring the history window (days before the decision) the features were

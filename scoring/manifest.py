@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from features.definitions import FEATURE_NAMES, FLAG_FEATURES
+from featurespec import FEATURE_NAMES, FLAG_FEATURES
 from scoring.reasons import FAMILIES
 
 MANIFEST_FILE = "model.json"

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from features.definitions import EXTRA_BOUNDS, FEATURES, ID, MAX_ABS_MONEY, MAX_COUNT, MAX_DAYS
+from featurespec import EXTRA_BOUNDS, FEATURES, ID, MAX_ABS_MONEY, MAX_COUNT, MAX_DAYS
 from scoring.inputs import LOOKBACK_FIELD
 
 MAX_BATCH = 1000

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from features.definitions import FEATURES
+from featurespec import FEATURES
 from scoring.bundle import BundleSource, LocalDirSource
 from scoring.schema import MAX_BATCH
 

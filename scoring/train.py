@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.definitions import FEATURE_NAMES, FLAG_FEATURES, ID, TARGET
+from featurespec import FEATURE_NAMES, FLAG_FEATURES, ID, TARGET
 from scoring.bundle import sha256_hex
 from scoring.explain import NOT_LINEAR, Explainer
 from scoring.manifest import (

@@ -1,0 +1,146 @@
+"""The features row: every feature's name, kind, meaning and accepted range.
+
+This is the contract between the pipeline that computes features (``features``) and the
+API and training that consume them (``scoring``): both read it, neither reads the other.
+How each feature is computed lives in ``features.definitions``. Pure data, no imports
+beyond the standard library, so loading it costs nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Cap for day counts: one year. Also the value of days_since_last_salary with no salary.
+MAX_DAYS = 365
+# The range every feature value must lie in, shared with the API (``scoring.schema`` reads
+# these): larger values are data errors, not customers. The pipeline withholds a customer
+# whose features fall outside it (``features.definitions.out_of_bounds``), so it never
+# publishes a value the API would refuse.
+MAX_ABS_MONEY = 1e10
+MAX_COUNT = 10**9
+# Sign rules from the team contract (total_debit <= 0, credits and debit sizes >= 0, ...)
+# that a feature's kind alone does not imply.
+EXTRA_BOUNDS: dict[str, dict[str, float]] = {
+    "total_debit": {"le": 0},
+    "total_credit": {"ge": 0},
+    "max_debit": {"ge": 0},
+    "gambling_spend": {"ge": 0},
+    "salary_month_share": {"le": 1},
+}
+KIND_BOUNDS: dict[str, tuple[float, float]] = {
+    "count": (0, MAX_COUNT),
+    "days": (0, MAX_DAYS),
+    "flag": (0, 1),
+    "money": (-MAX_ABS_MONEY, MAX_ABS_MONEY),
+    "ratio": (0, MAX_ABS_MONEY),
+}
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One output column: its type and the words an analyst needs to trust it."""
+
+    name: str
+    kind: str  # "count", "money", "flag", "ratio", "days"
+    definition: str
+    why: str
+    missing_rule: str = "always defined for a customer with at least one used transaction"
+
+
+FLAG_CATEGORIES = ("rent", "salary", "tesco", "netflix", "transfer", "gambling", "bonus", "fee")
+
+FEATURES: tuple[Feature, ...] = (
+    Feature(
+        "num_transactions",
+        "count",
+        "Number of used transactions.",
+        "Activity level; thin files are riskier and less certain.",
+    ),
+    Feature("total_debit", "money", "Sum of debits in GBP (zero or negative).", "Total outgoings."),
+    Feature(
+        "total_credit",
+        "money",
+        "Sum of credits in GBP (zero or positive).",
+        "Total income and inflows.",
+    ),
+    Feature(
+        "avg_amount",
+        "money",
+        "Mean signed amount in GBP (credits +, debits -).",
+        "Typical transaction size and direction.",
+    ),
+    Feature(
+        "net_flow",
+        "money",
+        "total_credit + total_debit, in GBP.",
+        "Money left over; persistent negative flow precedes arrears.",
+    ),
+    Feature(
+        "max_debit",
+        "money",
+        "Largest single debit in GBP, as a positive number; 0 if none.",
+        "Large one-off outgoings signal shocks or big commitments.",
+    ),
+    *(
+        Feature(
+            f"has_{c}",
+            "flag",
+            f"1 if any transaction falls in the '{c}' category, else 0.",
+            f"Presence of {c} activity (lexicon category '{c}').",
+        )
+        for c in FLAG_CATEGORIES
+    ),
+    Feature(
+        "rent_to_income",
+        "ratio",
+        "Rent debits (GBP, positive) divided by total_credit.",
+        "Housing-cost burden, a classic affordability measure.",
+        "0 when total_credit is 0 (no income seen); has_salary and total_credit tell why",
+    ),
+    Feature(
+        "gambling_spend",
+        "money",
+        "Sum of gambling debits in GBP, as a positive number.",
+        "Gambling spend is a recognised affordability red flag.",
+    ),
+    Feature(
+        "fee_count",
+        "count",
+        "Number of bank-fee transactions (overdraft, unpaid, ...).",
+        "Overdraft and unpaid-item fees show an account already under strain.",
+    ),
+    Feature(
+        "days_since_last_salary",
+        "days",
+        "Whole days from the last salary credit to the batch's as-of date, capped at 365.",
+        "A stopped salary is the strongest early sign of default.",
+        "365 (the cap) when no salary was seen",
+    ),
+    Feature(
+        "salary_month_share",
+        "ratio",
+        "Share of the customer's active calendar months that contain a salary credit.",
+        "Income regularity: steady monthly pay versus irregular income.",
+        "always defined (a customer has at least one active month)",
+    ),
+    Feature(
+        "active_days",
+        "days",
+        "Days from first to last transaction, plus one, capped at 365.",
+        "Length of observed history; short histories make every other feature noisier.",
+    ),
+)
+
+FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+
+
+def feature_bounds(feature: Feature) -> tuple[float, float]:
+    """(lowest, highest) accepted value of a feature: its kind's range and any sign rule."""
+    low, high = KIND_BOUNDS[feature.kind]
+    extra = EXTRA_BOUNDS.get(feature.name, {})
+    return max(low, extra.get("ge", low)), min(high, extra.get("le", high))
+
+
+FLAG_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.kind == "flag")
+TARGET = "defaulted"
+ID = "customer_id"
