@@ -3,7 +3,9 @@
 Thin on purpose: decorators and wiring only. The HTTP side is ``scoring.api``'s FastAPI app
 behind ``AsgiFunctionApp`` (every route under ``/api/``, keyed with ``AuthLevel.FUNCTION``
 in Azure; ``func start`` does not check keys). The batch side is
-``features.blob_batch.handle_blob_event``.
+``blobflow.commit.handle_blob_event``, imported on the first blob event so an HTTP cold
+start never loads the pipeline (pandas, pyarrow). Dependencies point one way: this file ->
+``blobflow`` (the Azure glue) -> ``features`` and ``scoring``.
 
 Settings (read at import, as the trigger's source must be known when functions are indexed):
 ``AzureWebJobsStorage`` (connection), ``BLOB_TRIGGER_SOURCE`` (``LogsAndContainerScan``
@@ -14,7 +16,7 @@ not recorded).
 
 The blob trigger binds an SDK-type ``BlobClient`` (``azurefunctions-extensions-bindings-blob``):
 the host hands the worker a reference to the blob, never its content, and the batch is then
-streamed range by range by ``features.blob_batch``. ``BLOB_FUNCTION`` and
+streamed range by range by ``blobflow``. ``BLOB_FUNCTION`` and
 ``BLOB_TRIGGER_PATH`` are plain literals on purpose: ``infra/scripts`` reads them from this
 file to subscribe Event Grid to the function, so there is no second copy to drift.
 """
@@ -24,18 +26,19 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob_types
-import pandas as pd
 
-from features import blob_batch
+from blobflow.audit import decision_log_from_settings
+from blobflow.bundle_source import source_from_settings
+from blobflow.store import STORAGE_SETTING, BlobStore, connect
 from scoring import api
-from scoring.audit_blob import decision_log_from_settings
-from scoring.blob_source import source_from_settings
-from scoring.holder import ModelHolder, ModelUnavailableError
+from scoring.holder import ModelHolder
 
-STORAGE_SETTING = blob_batch.STORAGE_SETTING
+if TYPE_CHECKING:
+    from blobflow.predict import Predictor
 API_ROOT = "/api"
 HTTP_FUNCTION = "http_app_func"
 BLOB_FUNCTION = "process_batch_blob"  # infra/scripts/lib.sh reads this line
@@ -55,9 +58,9 @@ def blob_trigger_source(value: str | None) -> func.BlobSource:
 
 
 @functools.cache
-def batch_store() -> blob_batch.BlobStore:
+def batch_store() -> BlobStore:
     """One storage client per instance, created on first use (not at import)."""
-    return blob_batch.BlobStore(blob_batch.connect(STORAGE_SETTING))
+    return BlobStore(connect(STORAGE_SETTING))
 
 
 # One holder per instance, loaded lazily on first use (a bad bundle means 503s, not a crash
@@ -72,14 +75,16 @@ http_app = api.create_app(
 )
 
 
-def predict_with_current_model(features: pd.DataFrame) -> pd.DataFrame:
-    """Batch predictions with the same model instance the HTTP API serves."""
-    holder: ModelHolder = http_app.state.holder
-    try:
-        model = holder.get()
-    except ModelUnavailableError as exc:
-        raise blob_batch.PredictionsUnavailableError(str(exc)) from exc
-    return blob_batch.predictions_frame(model, features)
+def current_holder() -> ModelHolder:
+    """The model holder the HTTP API serves from (batch predictions use the same one)."""
+    return http_app.state.holder
+
+
+@functools.cache
+def batch_predictor() -> Predictor:
+    from blobflow.predict import holder_predictor
+
+    return holder_predictor(current_holder)
 
 
 app = func.AsgiFunctionApp(
@@ -100,8 +105,10 @@ def process_batch_blob(client: blob_types.BlobClient) -> None:
     """Process the batch the uploaded blob belongs to.
 
     ``client`` is an ``azure.storage.blob.BlobClient`` for the uploaded blob: only its name is
-    used, and the batch is streamed from storage by ``features.blob_batch``, so memory stays
-    bounded by the pipeline's chunk size rather than the file size.
+    used, and the batch is streamed from storage by ``blobflow``, so memory stays bounded by
+    the pipeline's chunk size rather than the file size.
     """
+    from blobflow.commit import handle_blob_event  # the pipeline loads on the first batch
+
     path = f"{client.container_name}/{client.blob_name}"
-    blob_batch.handle_blob_event(batch_store(), path, predict_with_current_model)
+    handle_blob_event(batch_store(), path, batch_predictor())

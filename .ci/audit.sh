@@ -77,7 +77,7 @@ import sys
 # Azurite'"'"'s well-known development key: public and identical in every install. Allowed
 # only where it is documented, so nobody copies it into a real connection string elsewhere.
 # The key is read from its one home rather than written here, so this file stays clean.
-DEV_KEY_HOME = "features/blob_batch.py"
+DEV_KEY_HOME = "blobflow/store.py"
 DEV_KEY = "".join(re.findall(r"^\s+\"([A-Za-z0-9+/=]+)\"$", open(DEV_KEY_HOME).read(), re.M))
 CHECKS = [
     ("private key", re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")),

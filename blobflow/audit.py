@@ -22,6 +22,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from blobflow.store import connect
 from scoring.audit import DecisionLog, local_decision_log
 from scoring.settings import Settings
 
@@ -111,8 +112,6 @@ def decision_log_from_settings(settings: Settings | None = None) -> DecisionLog 
     name = chosen.container
 
     def container() -> Any:
-        from features.blob_batch import connect
-
         return connect().get_container_client(name)
 
     return DecisionLog(AppendBlobSink(container, name), max_pending=chosen.max_pending)

@@ -1,10 +1,12 @@
-"""Model bundles in Blob Storage: ``<MODEL_CONTAINER>/<MODEL_NAME>/model.joblib|model.json``.
+"""Model bundles in Blob Storage: ``<MODEL_CONTAINER>/<MODEL_NAME>/<bundle file>``.
 
-A ``BundleSource`` for ``scoring.bundle.load_bundle``, which does the sha256 check before
-unpickling; this module only fetches bytes and turns storage failures into ``BundleError``
-messages that are safe to show (no account keys, no URLs with tokens). The function app
-installs ``source_from_settings`` as the model holder's factory, so the bundle is fetched
-once per warm instance, on first use.
+A ``BundleSource`` for ``scoring.bundle.load_bundle``, which checks every file's sha256
+before using it; this module only fetches bytes (only names in
+``scoring.manifest.BUNDLE_FILES``, never a path from a manifest) and turns storage failures
+into ``BundleError`` messages that are safe to show (no account keys, no URLs with
+tokens). Because it reads ``linear.json``, a linear model is served without unpickling, as
+from a local directory. The function app installs ``source_from_settings`` as the model
+holder's factory, so the bundle is fetched once per warm instance, on first use.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from blobflow.store import StorageNotConfiguredError, connect
 from scoring.bundle import BundleError, BundleSource
-from scoring.manifest import MANIFEST_FILE, MODEL_FILE
+from scoring.manifest import BUNDLE_FILES, MANIFEST_FILE, MODEL_FILE
 from scoring.settings import Settings
 
-DEFAULT_CONTAINER = "models"
 # A pickled logistic regression is kilobytes; refuse anything absurd before downloading it.
 MAX_BUNDLE_FILE_BYTES = 256 << 20
 
@@ -31,9 +33,12 @@ class BlobBundleSource:
     def describe(self) -> str:
         return f"blob {self.container.container_name}/{self.name}"
 
-    def _read(self, file: str) -> bytes:
+    def read_file(self, file: str) -> bytes:
+        """A bundle file's bytes; only the names in ``BUNDLE_FILES`` are read."""
         from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 
+        if file not in BUNDLE_FILES:  # never a path from a manifest or a caller
+            raise BundleError(f"{file!r} is not a bundle file")
         where = f"{self.container.container_name}/{self.name}/{file}"
         try:
             download = self.container.download_blob(f"{self.name}/{file}")
@@ -48,10 +53,10 @@ class BlobBundleSource:
             raise BundleError(f"{where} could not be read ({type(exc).__name__})") from exc
 
     def read_manifest(self) -> bytes:
-        return self._read(MANIFEST_FILE)
+        return self.read_file(MANIFEST_FILE)
 
     def read_model(self) -> bytes:
-        return self._read(MODEL_FILE)
+        return self.read_file(MODEL_FILE)
 
 
 def model_location(settings: Settings | None = None) -> tuple[str, str] | None:
@@ -74,8 +79,6 @@ def source_from_settings(settings: Settings | None = None) -> BundleSource:
     location = model_location(settings)
     if location is None:
         return settings.local_source()
-    from features.blob_batch import StorageNotConfiguredError, connect
-
     container, name = location
     try:
         service = connect()

@@ -30,8 +30,8 @@ import pytest
 from fastapi import FastAPI
 
 from benchmarks import load_test
-from features.blob_batch import _DEV_KEY as DEV_ACCOUNT_KEY
-from features.blob_batch import CURATED, QUARANTINE, BlobStore
+from blobflow.naming import CURATED, QUARANTINE
+from blobflow.store import DEV_ACCOUNT_KEY, BlobStore, connect
 from features.definitions import FEATURES, MAX_DAYS
 from scoring.api import create_app
 from scoring.bundle import BundleSource, LocalDirSource
@@ -112,6 +112,38 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def azurite_env(azurite: str) -> Iterator[str]:
+    """``AzureWebJobsStorage`` pointing at Azurite for a test module (what the function app
+    and the upload CLI read)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AzureWebJobsStorage", azurite)
+        yield azurite
+
+
+@pytest.fixture(scope="module")
+def store(azurite_env: str) -> BlobStore:
+    """The batch flow's store on Azurite, every container created."""
+    s = BlobStore(connect())
+    s.ensure_containers()
+    return s
+
+
+def batch_blobs(batch: str, *, labelled: bool, predictions: bool = True) -> set[str]:
+    """Every blob a processed batch has: the files ``python -m features`` writes, under the
+    same names, plus predictions, ``_SUCCESS`` and the old quarantine names (one release)."""
+    curated = {"features.csv", "dq_report.json", "dq_report.md", "_SUCCESS"}
+    rejected = {"quarantine.csv", "rejected_rows.csv"}
+    if labelled:
+        curated.add("training_set.csv")
+        rejected |= {"labels_quarantine.csv", "rejected_labels.csv"}
+    if predictions:
+        curated.add("predictions.csv")
+    return {f"{CURATED}/{batch}/{n}" for n in curated} | {
+        f"{QUARANTINE}/{batch}/{n}" for n in rejected
+    }
+
+
 def blob_outputs(store: BlobStore, batch: str) -> dict[str, bytes]:
     """Every blob under curated/<batch>/ and quarantine/<batch>/ with its bytes."""
     found = {}
@@ -120,6 +152,63 @@ def blob_outputs(store: BlobStore, batch: str) -> dict[str, bytes]:
         for blob in client.list_blobs(name_starts_with=f"{batch}/"):
             found[f"{container}/{blob.name}"] = client.download_blob(blob.name).readall()
     return found
+
+
+# ---------------------------------------------------------------- run reports
+
+
+def accounted(report: dict[str, Any]) -> bool:
+    """Every input row is used, a duplicate or quarantined (a ``dq_report.json`` dict)."""
+    return report["rows_in"] == (
+        report["rows_used"] + report["rows_duplicate"] + report["rows_quarantined"]
+    )
+
+
+def check_count(report: dict[str, Any], code: str) -> int:
+    """How many rows one transaction rule matched, from a ``dq_report.json`` dict."""
+    return next(c["count"] for c in report["checks"] if c["check"] == code)
+
+
+COUNT_KINDS, FLOAT_KINDS = ("count", "flag", "days"), ("money", "ratio")
+
+
+def assert_same_features(got: Any, expected: Any, *, rtol: float = 0.0) -> None:
+    """Same customers in the same order; counts, flags and days exactly (with their
+    dtypes); money and ratios within ``rtol`` (0: exactly)."""
+    import pandas as pd
+
+    counts = [f.name for f in FEATURES if f.kind in COUNT_KINDS]
+    floats = [f.name for f in FEATURES if f.kind in FLOAT_KINDS]
+    assert list(got.columns) == list(expected.columns)
+    assert got["customer_id"].tolist() == expected["customer_id"].tolist()
+    pd.testing.assert_frame_equal(got[counts], expected[counts], check_dtype=True)
+    pd.testing.assert_frame_equal(
+        got[floats], expected[floats], check_exact=rtol == 0, rtol=rtol or 1e-5, atol=0
+    )
+
+
+def assert_same_run(got: Any, expected: Any, *, rtol: float = 0.0, examples: bool = True) -> None:
+    """Two engines' ``RunResult`` for the same input agree: features, training set, label
+    quarantine, and the whole report but its engine, time stamp and timing (example values
+    too unless ``examples`` is False: the DuckDB reference keeps none)."""
+    assert_same_features(got.features, expected.features, rtol=rtol)
+    if expected.training_set is None:
+        assert got.training_set is None
+    else:
+        assert_same_features(got.training_set, expected.training_set, rtol=rtol)
+        assert got.training_set["defaulted"].tolist() == expected.training_set["defaulted"].tolist()
+        assert got.label_quarantine.equals(expected.label_quarantine)
+
+    def comparable(report: Any) -> dict[str, Any]:
+        out = report.to_dict()
+        for key in ("engine", "generated_at", "elapsed_seconds"):
+            out.pop(key)
+        if not examples:
+            out["checks"] = [{k: v for k, v in c.items() if k != "examples"} for c in out["checks"]]
+        return out
+
+    assert comparable(got.report) == comparable(expected.report)
+    assert got.quarantine_rows == expected.quarantine_rows
 
 
 # ---------------------------------------------------------------- the scoring API
@@ -313,6 +402,20 @@ def largest_batch(seed: int = 9) -> bytes:
             item[name] = -rng.uniform(0, 9_999_999)
         items.append(item)
     return json.dumps({"items": items}).encode()
+
+
+# The brief's example, completed with the numeric features the trained model also needs.
+FULL_EXAMPLE: dict[str, Any] = {
+    **BRIEF_EXAMPLE,
+    "net_flow": 2249.5,
+    "max_debit": 650.0,
+    "rent_to_income": 0.19,
+    "gambling_spend": 0.0,
+    "fee_count": 0,
+    "days_since_last_salary": 3,
+    "salary_month_share": 1.0,
+    "active_days": 90,
+}
 
 
 def padded_body(size: int, value: dict[str, Any] | None = None) -> bytes:

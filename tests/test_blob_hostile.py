@@ -13,37 +13,22 @@ import logging
 import re
 import string
 import uuid
-from collections.abc import Iterator
 
 import pandas as pd
 import pytest
+from conftest import blob_outputs as outputs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features import blob_batch
-from features.blob_batch import (
-    CURATED,
-    QUARANTINE,
-    RAW,
-    BlobStore,
-    Outcome,
-    handle_blob_event,
-    parse_blob_path,
-)
+from blobflow import commit, naming, runner
+from blobflow.commit import Outcome, handle_blob_event
+from blobflow.naming import RAW, parse_blob_path
+from blobflow.store import BlobStore
 
 HEADER = "transaction_id,customer_id,txn_timestamp,amount,txn_type,description\n"
 LABELS = "customer_id,defaulted\nC0,0\nC1,1\n"
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def store(azurite: str) -> Iterator[BlobStore]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AzureWebJobsStorage", azurite)
-        s = BlobStore(blob_batch.connect())
-        s.ensure_containers()
-        yield s
 
 
 def new_batch() -> str:
@@ -54,15 +39,6 @@ def rows(n: int) -> list[str]:
     return [
         f"T{i},C{i % 2},2025-02-{1 + i % 27:02d}T10:00:00,-1.00,debit,SHOP {i}" for i in range(n)
     ]
-
-
-def found(store: BlobStore, batch: str) -> dict[str, bytes]:
-    out = {}
-    for container in (CURATED, QUARANTINE):
-        client = store.service.get_container_client(container)
-        for blob in client.list_blobs(name_starts_with=f"{batch}/"):
-            out[f"{container}/{blob.name}"] = client.download_blob(blob.name).readall()
-    return out
 
 
 def upload(store: BlobStore, batch: str, name: str, data: bytes) -> None:
@@ -78,11 +54,11 @@ def test_a_stray_quote_is_published_with_every_row_accounted_for(
     batch = new_batch()
     upload(store, batch, "transactions.csv", (HEADER + "\n".join(lines) + "\n").encode())
     assert handle_blob_event(store, f"raw/{batch}/transactions.csv").outcome is Outcome.PROCESSED
-    out = found(store, batch)
+    out = outputs(store, batch)
     done = json.loads(out[f"curated/{batch}/_SUCCESS"])
     assert (done["rows_in"], done["rows_used"], done["rows_quarantined"]) == (3_000, 2_999, 1)
     rejected = pd.read_csv(
-        io.BytesIO(out[f"quarantine/{batch}/rejected_rows.csv"]), dtype=str, keep_default_na=False
+        io.BytesIO(out[f"quarantine/{batch}/quarantine.csv"]), dtype=str, keep_default_na=False
     )
     assert rejected["reason"].tolist() == ["unterminated_quote"]
     assert rejected["raw_line"].tolist() == [lines[where]]
@@ -99,7 +75,7 @@ def test_old_mac_files_are_processed_or_refused_never_retried(store: BlobStore) 
         assert handle_blob_event(store, f"raw/{batch}/transactions.csv").outcome is outcome
         # A redelivery of the same event finds the answer already written.
         assert handle_blob_event(store, f"{batch}/transactions.csv").outcome is Outcome.SKIPPED
-    error = json.loads(found(store, batch)[f"curated/{batch}/error.json"])
+    error = json.loads(outputs(store, batch)[f"curated/{batch}/error.json"])
     assert error["error"] == "transactions: has a header but no data rows"
 
 
@@ -111,13 +87,13 @@ def test_a_failure_the_data_causes_writes_error_json_and_is_not_retried(
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise ValueError("cannot convert 'CUST_SECRET_42' at T9 (£12,345.67)")
 
-    monkeypatch.setattr(blob_batch, "run_pipeline", broken)
+    monkeypatch.setattr(runner, "run_pipeline", broken)
     caplog.set_level(logging.INFO)
     batch = new_batch()
     upload(store, batch, "transactions.csv", (HEADER + "\n".join(rows(5)) + "\n").encode())
     result = handle_blob_event(store, f"raw/{batch}/transactions.csv")  # does not raise
     assert result.outcome is Outcome.ERROR
-    error = json.loads(found(store, batch)[f"curated/{batch}/error.json"])
+    error = json.loads(outputs(store, batch)[f"curated/{batch}/error.json"])
     # Only the exception's type and where it was raised: the message may quote data.
     assert re.fullmatch(r"internal error .*\(ValueError at [\w.]+\.py:\d+\).*", error["error"])
     logged = "\n".join(r.getMessage() for r in caplog.records)
@@ -129,9 +105,9 @@ def test_a_failure_the_data_causes_writes_error_json_and_is_not_retried(
 def test_storage_faults_still_raise_for_a_retry() -> None:
     from azure.core.exceptions import ServiceRequestError
 
-    assert blob_batch._is_transient(ServiceRequestError("down"))
-    assert blob_batch._is_transient(OSError("disk"))
-    assert not blob_batch._is_transient(ValueError("data"))
+    assert commit._is_transient(ServiceRequestError("down"))
+    assert commit._is_transient(OSError("disk"))
+    assert not commit._is_transient(ValueError("data"))
 
 
 # ---------------------------------------------------------------- deleted inputs (item 4)
@@ -143,52 +119,49 @@ def publish(store: BlobStore, labels: bool = True) -> str:
     if labels:
         upload(store, batch, "labels.csv", LABELS.encode())
     assert handle_blob_event(store, f"raw/{batch}/transactions.csv").outcome is Outcome.PROCESSED
-    assert blob_batch.verify_batch(store, batch)
+    assert commit.verify_batch(store, batch)
     return batch
 
 
 def test_deleting_the_transactions_withdraws_the_outputs(store: BlobStore) -> None:
     batch = publish(store)
     store.delete(RAW, f"{batch}/transactions.csv")
-    assert not blob_batch.verify_batch(store, batch)  # a consumer checking _SUCCESS sees it at once
-    result = blob_batch.handle_blob_deleted(store, f"raw/{batch}/transactions.csv")
+    assert not commit.verify_batch(store, batch)  # a consumer checking _SUCCESS sees it at once
+    result = commit.handle_blob_deleted(store, f"raw/{batch}/transactions.csv")
     assert result.outcome is Outcome("withdrawn")
-    out = found(store, batch)
+    out = outputs(store, batch)
     assert set(out) == {f"curated/{batch}/_WITHDRAWN"}  # no features, no quarantine rows
     withdrawn = json.loads(out[f"curated/{batch}/_WITHDRAWN"])
     assert withdrawn["status"] == "withdrawn" and withdrawn["inputs"]["transactions"]["etag"]
     # Uploading again publishes again, and the withdrawal note goes.
     upload(store, batch, "transactions.csv", (HEADER + "\n".join(rows(20)) + "\n").encode())
     assert handle_blob_event(store, f"raw/{batch}/transactions.csv").outcome is Outcome.PROCESSED
-    assert f"curated/{batch}/_WITHDRAWN" not in found(store, batch)
-    assert blob_batch.verify_batch(store, batch)
+    assert f"curated/{batch}/_WITHDRAWN" not in outputs(store, batch)
+    assert commit.verify_batch(store, batch)
 
 
 def test_deleting_the_labels_republishes_without_them(store: BlobStore) -> None:
     batch = publish(store)
-    assert f"curated/{batch}/training_set.csv" in found(store, batch)
+    assert f"curated/{batch}/training_set.csv" in outputs(store, batch)
     store.delete(RAW, f"{batch}/labels.csv")
-    assert not blob_batch.verify_batch(store, batch)
-    assert (
-        blob_batch.handle_blob_deleted(store, f"raw/{batch}/labels.csv").outcome
-        is Outcome.PROCESSED
-    )
-    out = found(store, batch)
+    assert not commit.verify_batch(store, batch)
+    assert commit.handle_blob_deleted(store, f"raw/{batch}/labels.csv").outcome is Outcome.PROCESSED
+    out = outputs(store, batch)
     assert f"curated/{batch}/features.csv" in out
     assert f"curated/{batch}/training_set.csv" not in out
     assert f"quarantine/{batch}/rejected_labels.csv" not in out
     assert json.loads(out[f"curated/{batch}/_SUCCESS"])["inputs"]["labels"] is None
-    assert blob_batch.verify_batch(store, batch)
+    assert commit.verify_batch(store, batch)
 
 
 def test_reconcile_catches_a_deletion_whose_event_was_lost(store: BlobStore) -> None:
     kept, gone = publish(store, labels=False), publish(store, labels=False)
     store.delete(RAW, f"{gone}/transactions.csv")
-    results = blob_batch.reconcile_batches(store)
+    results = commit.reconcile_batches(store)
     outcomes = {r.batch: r.outcome for r in results}
     assert outcomes.get(gone) is Outcome("withdrawn")
     assert kept not in outcomes  # still matches its inputs: not touched
-    assert blob_batch.verify_batch(store, kept) and not blob_batch.verify_batch(store, gone)
+    assert commit.verify_batch(store, kept) and not commit.verify_batch(store, gone)
 
 
 # ---------------------------------------------------------------- batch names (item 9)
@@ -231,7 +204,7 @@ def test_a_batch_name_is_accepted_only_if_it_matches_the_pattern(name: str) -> N
     if parsed is None:
         return
     batch = parsed[0]
-    assert batch == name and blob_batch.BATCH_NAME.fullmatch(batch)
+    assert batch == name and naming.BATCH_NAME.fullmatch(batch)
     for segment in batch.split("/"):
         assert segment and segment[0].isalnum() and not segment.endswith(".")
         assert all(c.isascii() and (c.isalnum() or c in "._-") for c in segment)

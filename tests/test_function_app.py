@@ -24,8 +24,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import function_app
-from features import blob_batch
-from scoring.blob_source import BlobBundleSource, source_from_settings
+from blobflow import naming
+from blobflow import store as blob_store
+from blobflow.bundle_source import BlobBundleSource, source_from_settings
 from scoring.bundle import LocalDirSource, load_bundle
 from scoring.holder import ModelHolder
 from scoring.schema import BRIEF_EXAMPLE
@@ -75,7 +76,7 @@ def test_the_blob_function_name_is_the_one_infra_subscribes() -> None:
     assert name in _functions()
     bindings = json.loads(_functions()[name].get_function_json())["bindings"]
     assert bindings[0]["path"] == f"{container}/{{name}}"
-    assert container == blob_batch.RAW
+    assert container == naming.RAW
 
 
 def _indexed_source(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -131,7 +132,7 @@ def test_identity_connection_uses_the_managed_identity_settings(
     monkeypatch.delenv("AzureWebJobsStorage", raising=False)
     monkeypatch.setenv("AzureWebJobsStorage__blobServiceUri", "https://acct.blob.core.windows.net")
     monkeypatch.setenv("AzureWebJobsStorage__clientId", "00000000-0000-0000-0000-000000000001")
-    client = blob_batch.connect()
+    client = blob_store.connect()
     assert client.url.startswith("https://acct.blob.core.windows.net")
     assert isinstance(client.credential, ManagedIdentityCredential)
 
@@ -150,8 +151,8 @@ def test_missing_connection_settings_are_named(monkeypatch: pytest.MonkeyPatch) 
     for name in list(os.environ):
         if name.startswith("AzureWebJobsStorage"):
             monkeypatch.delenv(name)
-    with pytest.raises(blob_batch.StorageNotConfiguredError, match="AzureWebJobsStorage__blob"):
-        blob_batch.connect()
+    with pytest.raises(blob_store.StorageNotConfiguredError, match="AzureWebJobsStorage__blob"):
+        blob_store.connect()
 
 
 def test_without_model_container_the_local_bundle_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,7 +197,7 @@ def test_batch_predictions_use_the_model_the_http_api_serves(local_model: ModelH
     assert call("GET", "/api/ready").status_code == 200
     customer = {**BRIEF_EXAMPLE, "total_debit": -50.0, "total_credit": 0.0, "avg_amount": 0.0}
     customer |= {"has_netflix": 0, "has_tesco": 1, "has_bonus": 0}
-    frame = function_app.predict_with_current_model(pd.DataFrame([customer]))
+    frame = function_app.batch_predictor()(pd.DataFrame([customer]))
     http = json.loads(call("POST", "/api/predict", customer).get_body())
     assert http["probability"] > 1e-3  # so the batch's 6-decimal rounding still compares
     assert frame["probability"].iloc[0] == pytest.approx(http["probability"], abs=1e-6)
@@ -258,22 +259,22 @@ class Served:
     holder: ModelHolder
 
 
-def _upload_bundle(store: blob_batch.BlobStore, name: str, model: bytes | None = None) -> None:
+def _upload_bundle(store: blob_store.BlobStore, name: str, model: bytes | None = None) -> None:
     joblib = model if model is not None else (BUNDLE / "model.joblib").read_bytes()
     store.write("models", f"{name}/model.joblib", joblib, "application/octet-stream")
     store.write("models", f"{name}/model.json", (BUNDLE / "model.json").read_bytes(), "json")
 
 
 @pytest.fixture
-def storage(azurite: str, monkeypatch: pytest.MonkeyPatch) -> blob_batch.BlobStore:
+def storage(azurite: str, monkeypatch: pytest.MonkeyPatch) -> blob_store.BlobStore:
     monkeypatch.setenv("AzureWebJobsStorage", azurite)
-    store = blob_batch.BlobStore(blob_batch.connect())
+    store = blob_store.BlobStore(blob_store.connect())
     store.ensure_containers()
     return store
 
 
 @pytest.fixture
-def served(storage: blob_batch.BlobStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+def served(storage: blob_store.BlobStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     """The function app served from a fresh holder, pointed at a new bundle name in Azurite."""
     name = f"test-{uuid.uuid4().hex[:10]}"
     monkeypatch.setenv("MODEL_CONTAINER", "models")
@@ -290,7 +291,7 @@ def _expected_probability(features: dict) -> float:
 
 
 def test_predict_through_the_function_loads_the_blob_model_once(
-    storage: blob_batch.BlobStore, served: Served
+    storage: blob_store.BlobStore, served: Served
 ) -> None:
     _upload_bundle(storage, served.name)
     expected = _expected_probability(BRIEF_EXAMPLE)
@@ -310,7 +311,7 @@ def test_predict_through_the_function_loads_the_blob_model_once(
 
 
 def test_batch_and_health_routes_answer_under_api(
-    storage: blob_batch.BlobStore, served: Served
+    storage: blob_store.BlobStore, served: Served
 ) -> None:
     _upload_bundle(storage, served.name)
     health = call("GET", "/api/health")
@@ -323,7 +324,7 @@ def test_batch_and_health_routes_answer_under_api(
 
 
 def test_corrupt_model_blob_gives_503_with_the_reason(
-    storage: blob_batch.BlobStore, served: Served
+    storage: blob_store.BlobStore, served: Served
 ) -> None:
     good = (BUNDLE / "model.joblib").read_bytes()
     _upload_bundle(storage, served.name, model=good[:-8] + b"tampered")
@@ -347,7 +348,7 @@ def test_missing_model_blob_gives_503_naming_the_blob(served: Served) -> None:
 
 
 def test_fixed_model_is_served_after_the_retry_interval(
-    storage: blob_batch.BlobStore, served: Served
+    storage: blob_store.BlobStore, served: Served
 ) -> None:
     assert call("GET", "/api/ready").status_code == 503
     _upload_bundle(storage, served.name)
@@ -366,6 +367,6 @@ def test_docs_and_schema_are_served_under_api() -> None:
     assert "/predict" in json.loads(schema.get_body())["paths"]
 
 
-def test_blob_bundle_source_describes_without_secrets(storage: blob_batch.BlobStore) -> None:
+def test_blob_bundle_source_describes_without_secrets(storage: blob_store.BlobStore) -> None:
     source = BlobBundleSource(storage.service.get_container_client("models"), "x")
     assert source.describe() == "blob models/x"

@@ -11,7 +11,6 @@ batch name, so runs never see each other.
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import io
 import json
@@ -24,48 +23,38 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, BinaryIO
 
 import azurefunctions.extensions.bindings.blob as blob_types
 import numpy as np
 import pandas as pd
 import pytest
 from azure.core.exceptions import ResourceModifiedError, ServiceRequestError
-from azure.storage.blob import BlobClient, BlobServiceClient
+from azure.storage.blob import BlobClient, BlobLeaseClient, BlobServiceClient
 from azurefunctions.extensions.base import Datum
 from azurefunctions.extensions.bindings.blob.blobClientConverter import BlobClientConverter
+from conftest import batch_blobs, function_handlers, serving
 from conftest import blob_outputs as outputs
-from conftest import serving
 
 import function_app
-from features import blob_batch
-from features.blob_batch import CURATED, RAW, BlobStore, Outcome
+from blobflow import commit, naming
+from blobflow import store as blob_store
+from blobflow.bundle_source import source_from_settings
+from blobflow.commit import Outcome
+from blobflow.naming import CURATED, RAW
+from blobflow.store import BlobStore, StoreView
+from blobflow.upload import upload_batch, upload_model
+from features.cli import main as cli_main
 from features.outputs import to_csv_text
 from features.pipeline import run_pipeline
 from features.rules import FINDINGS, QUARANTINE_ORDER
 from features.synthetic import TRANSACTION_RATES
-from features.upload import upload_batch, upload_model
-from scoring.blob_source import source_from_settings
 from scoring.bundle import LocalDirSource, load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "artifacts"
 # Every transaction rule the synthetic generator injects.
 TRANSACTION_CODES = tuple(c for c in (*QUARANTINE_ORDER, *FINDINGS) if c in TRANSACTION_RATES)
-
-
-@pytest.fixture(scope="module")
-def env(azurite: str) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AzureWebJobsStorage", azurite)
-        yield
-
-
-@pytest.fixture(scope="module")
-def store(env: None) -> BlobStore:
-    s = BlobStore(blob_batch.connect())
-    s.ensure_containers()
-    return s
 
 
 @pytest.fixture(scope="module")
@@ -91,12 +80,9 @@ def messy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@functools.cache
 def _blob_handler() -> Any:
-    # The worker indexes the app once per process; this module indexes it for itself.
-    function_app.app.functions_bindings = {}
-    functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
-    return functions[function_app.BLOB_FUNCTION].get_user_function()
+    """The blob function as the worker indexed it (once per process, ``conftest``)."""
+    return function_handlers()[function_app.BLOB_FUNCTION].get_user_function()
 
 
 def _client_annotation() -> Any:
@@ -110,7 +96,7 @@ def model_binding_data(file_path: str) -> Datum:
     """What the Functions host sends the worker for an SDK-type blob binding: a reference
     (connection setting, container, blob name) and no blob content."""
     container, _, name = file_path.partition("/")
-    reference = {"Connection": blob_batch.STORAGE_SETTING, "ContainerName": container,
+    reference = {"Connection": blob_store.STORAGE_SETTING, "ContainerName": container,
                  "BlobName": name}  # fmt: skip
     value = SimpleNamespace(
         version="1.0", source="AzureStorageBlobs", content_type="application/json",
@@ -147,6 +133,8 @@ def comparable(found: dict[str, bytes], batch: str) -> dict[str, Any]:
             report.pop("elapsed_seconds")
             report.pop("generated_at")
             out[name] = report
+        elif name == "dq_report.md":  # its "Generated <upload time>" line aside
+            out[name] = [line for line in data.splitlines() if not line.startswith(b"Generated")]
         elif name == "_SUCCESS":
             body = json.loads(data)
             out[name] = {k: body[k] for k in ("status", "rows_in", "rows_used", "customers")}
@@ -162,32 +150,46 @@ def read_csv(data: bytes) -> pd.DataFrame:
 # ---------------------------------------------------------------- end to end
 
 
-def test_handover_batch_gives_the_cli_outputs(store: BlobStore, handover_dir: Path) -> None:
+def test_handover_batch_gives_the_cli_outputs(
+    store: BlobStore, handover_dir: Path, tmp_path: Path
+) -> None:
     batch = new_batch()
     files = [handover_dir / "data" / "transactions.csv", handover_dir / "data" / "labels.csv"]
     upload_batch(store, batch, files)
     trigger(store, batch, "transactions.csv")
 
     found = outputs(store, batch)
-    assert set(found) == {
-        f"curated/{batch}/training_set.csv",
-        f"curated/{batch}/dq_report.json",
-        f"curated/{batch}/_SUCCESS",
-        f"quarantine/{batch}/rejected_rows.csv",
-        f"quarantine/{batch}/rejected_labels.csv",
-    }
-    local = run_pipeline(*files)
-    assert found[f"curated/{batch}/training_set.csv"] == to_csv_text(local.training_set).encode(
-        "utf-8"
+    assert set(found) == batch_blobs(batch, labelled=True)
+    # python -m features writes the same files under the same names with the same bytes;
+    # only the report's time stamp and timing differ (and the blob flow adds its own).
+    assert cli_main([*("--transactions", str(files[0]), "--labels", str(files[1])),
+                     "--out", str(tmp_path)]) == 0  # fmt: skip
+    local = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    by_name = {path.rsplit("/", 1)[1]: data for path, data in found.items()}
+    assert set(by_name) - set(local) == {
+        "predictions.csv", "_SUCCESS", "rejected_rows.csv", "rejected_labels.csv"
+    }  # fmt: skip
+    for name in set(local) - {"dq_report.json", "dq_report.md"}:
+        assert by_name[name] == local[name], name
+    assert by_name["rejected_rows.csv"] == by_name["quarantine.csv"]
+    assert by_name["rejected_labels.csv"] == by_name["labels_quarantine.csv"]
+    blob_report, cli_report = (
+        json.loads(by_name["dq_report.json"]),
+        json.loads(local["dq_report.json"]),
     )
+    for report in (blob_report, cli_report):
+        report.pop("generated_at"), report.pop("elapsed_seconds")
+    assert blob_report == cli_report
+
     report = marker(found, batch, "dq_report.json")
     assert (report["rows_in"], report["rows_used"], report["rows_quarantined"]) == (10, 10, 0)
     assert (report["customers"], report["training_rows"]) == (5, 5)
-    rejected = read_csv(found[f"quarantine/{batch}/rejected_rows.csv"])
+    rejected = read_csv(found[f"quarantine/{batch}/quarantine.csv"])
     assert rejected.empty and list(rejected.columns)[-2:] == ["reason", "raw_line"]
 
     done = marker(found, batch, "_SUCCESS")
     assert done["status"] == "ok" and done["rows_in"] == 10
+    assert set(done["outputs"]) == set(found) - {f"curated/{batch}/_SUCCESS"}
     for path, described in done["outputs"].items():
         assert hashlib.sha256(found[path]).hexdigest() == described["sha256"], path
     uploaded = store.stat(RAW, f"{batch}/transactions.csv")
@@ -214,13 +216,13 @@ def test_messy_batch_report_matches_the_injected_problems(store: BlobStore, mess
     assert report["labels_without_transactions"] == injected["labels_without_transactions"]
     assert report["customers_without_label"] == injected["customers_without_label"]
 
-    rejected = read_csv(found[f"quarantine/{batch}/rejected_rows.csv"])
+    rejected = read_csv(found[f"quarantine/{batch}/quarantine.csv"])
     assert len(rejected) == report["rows_quarantined"] > 0
     expected_reasons = {c: injected[c] for c in TRANSACTION_CODES if c in _QUARANTINED}
     assert rejected["reason"].value_counts().to_dict() == {
         k: v for k, v in expected_reasons.items() if v
     }
-    rejected_labels = read_csv(found[f"quarantine/{batch}/rejected_labels.csv"])
+    rejected_labels = read_csv(found[f"quarantine/{batch}/labels_quarantine.csv"])
     assert (rejected_labels["reason"] == "conflicting_label").sum() > 0
 
     # The streamed blob gives exactly what the file path gives (same "now": upload time).
@@ -292,9 +294,9 @@ def test_binding_a_blob_client_reads_nothing_from_storage(monkeypatch: pytest.Mo
     """Conversion makes no request at all: with storage unreachable it still yields a
     client for the right blob, so no copy of the content exists before our code streams it."""
     monkeypatch.setenv(
-        blob_batch.STORAGE_SETTING,
+        blob_store.STORAGE_SETTING,
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-        f"AccountKey={blob_batch._DEV_KEY};BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;",
+        f"AccountKey={blob_store.DEV_ACCOUNT_KEY};BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;",
     )
     client = BlobClientConverter.decode(
         model_binding_data("raw/b1/transactions.csv"), trigger_metadata=None,
@@ -311,7 +313,7 @@ def test_the_handler_streams_the_batch_given_a_plain_sdk_client(
     involved), the handler processes the batch the blob belongs to."""
     batch = new_batch()
     upload_batch(store, batch, [handover_dir / "data" / "transactions.csv"])
-    service = BlobServiceClient.from_connection_string(os.environ[blob_batch.STORAGE_SETTING])
+    service = BlobServiceClient.from_connection_string(os.environ[blob_store.STORAGE_SETTING])
     client = service.get_blob_client(RAW, f"{batch}/transactions.csv")
     assert _blob_handler()(client) is None
     found = outputs(store, batch)
@@ -336,9 +338,9 @@ def test_reprocessing_and_arrival_order_give_the_same_outputs(
     store.write(RAW, f"{first}/labels.csv", labels.read_bytes(), "text/csv")
     trigger(store, first, "labels.csv")
     final = outputs(store, first)
-    assert f"curated/{first}/features.csv" not in final  # the unlabelled outputs are gone
-    assert f"curated/{first}/predictions.csv" not in final
-    assert f"curated/{first}/training_set.csv" in final
+    assert set(unlabelled) == batch_blobs(first, labelled=False)
+    assert set(final) == batch_blobs(first, labelled=True)  # the labelled outputs replace them
+    assert final[f"curated/{first}/features.csv"] == unlabelled[f"curated/{first}/features.csv"]
 
     # The runtime delivers the same events again: nothing changes, not even the marker.
     trigger(store, first, "labels.csv")
@@ -346,7 +348,7 @@ def test_reprocessing_and_arrival_order_give_the_same_outputs(
     assert outputs(store, first) == final
 
     # Forced reprocessing of the same upload rewrites identical outputs.
-    result = blob_batch.process_batch(store, first, force=True)
+    result = commit.process_batch(store, first, predict=function_app.batch_predictor(), force=True)
     assert result.outcome is Outcome.PROCESSED
     again = outputs(store, first)
     assert comparable(again, first) == comparable(final, first)
@@ -372,7 +374,7 @@ def test_concurrent_events_for_one_batch_are_serialised(store: BlobStore, messy:
 
     def run(file: str) -> None:
         try:
-            results.append(blob_batch.handle_blob_event(store, f"raw/{batch}/{file}"))
+            results.append(commit.handle_blob_event(store, f"raw/{batch}/{file}"))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -384,18 +386,85 @@ def test_concurrent_events_for_one_batch_are_serialised(store: BlobStore, messy:
     assert not errors
     assert sorted(r.outcome for r in results) == [Outcome.PROCESSED, Outcome.SKIPPED]
     found = outputs(store, batch)
-    assert f"curated/{batch}/training_set.csv" in found
-    assert f"curated/{batch}/features.csv" not in found
+    assert set(found) == batch_blobs(batch, labelled=True, predictions=False)
 
 
 def test_a_held_batch_lock_makes_the_event_retry(store: BlobStore, handover_dir: Path) -> None:
     batch = new_batch()
     upload_batch(store, batch, [handover_dir / "data" / "transactions.csv"])
     impatient = BlobStore(store.service, lock_wait_seconds=0.5, lock_poll_seconds=0.1)
-    with store.lock(batch), pytest.raises(blob_batch.BatchBusyError):
-        blob_batch.process_batch(impatient, batch)
+    with store.lock(batch), pytest.raises(blob_store.BatchBusyError):
+        commit.process_batch(impatient, batch)
     assert outputs(store, batch) == {}
-    assert blob_batch.process_batch(impatient, batch).outcome is Outcome.PROCESSED
+    assert commit.process_batch(impatient, batch).outcome is Outcome.PROCESSED
+
+
+# ---------------------------------------------------------------- a lost lease
+
+
+class LeaseThief(StoreView):
+    """A run's store that, when the run starts reading its data, has another process break
+    the batch's lease, change the batch (labels arrive) and publish it with a run of its own:
+    the overlap a lost lease allows."""
+
+    def __init__(self, inner: BlobStore, batch: str, labels: bytes) -> None:
+        super().__init__(inner)
+        self.batch, self.labels = batch, labels
+        self.newer: Any = None
+
+    def open_read(self, container: str, name: str, etag: str) -> BinaryIO:
+        if self.newer is None:
+            lock = self.inner.service.get_blob_client(CURATED, f"_locks/{self.batch}")
+            BlobLeaseClient(lock).break_lease(lease_break_period=0)
+            self.inner.write(RAW, f"{self.batch}/labels.csv", self.labels, "text/csv")
+            self.newer = commit.process_batch(self.inner, self.batch)
+        return self.inner.open_read(container, name, etag)
+
+
+def test_a_run_that_loses_its_lease_stops_before_it_writes(
+    store: BlobStore, handover_dir: Path
+) -> None:
+    """Issue 17: a lost lease used to be a logged warning, and the run went on to overwrite
+    the newer run's outputs and delete its training set. Now it raises (the runtime
+    retries) without writing, and the newer run's outputs stand, verified."""
+    data = handover_dir / "data"
+    batch = new_batch()
+    upload_batch(store, batch, [data / "transactions.csv"])
+    thief = LeaseThief(store, batch, (data / "labels.csv").read_bytes())
+    with pytest.raises(blob_store.LeaseLostError):
+        commit.process_batch(thief, batch)
+    assert thief.newer.outcome is Outcome.PROCESSED
+    found = outputs(store, batch)
+    assert set(found) == batch_blobs(batch, labelled=True, predictions=False)
+    assert commit.verify_batch(store, batch)  # _SUCCESS records the labels it used
+    assert marker(found, batch, "_SUCCESS")["inputs"]["labels"] is not None
+    # The retry finds the batch done.
+    assert commit.handle_blob_event(store, f"raw/{batch}/transactions.csv").outcome is (
+        Outcome.SKIPPED
+    )
+
+
+def test_a_lease_lost_before_the_commit_marker_leaves_no_success(
+    store: BlobStore, handover_dir: Path
+) -> None:
+    batch = new_batch()
+    upload_batch(store, batch, [handover_dir / "data" / "transactions.csv"])
+
+    class BreakBeforeMarker(StoreView):
+        def write(self, container: str, name: str, data: Any, content_type: str) -> None:
+            if name.endswith("/_SUCCESS"):
+                raise AssertionError("the marker must not be written")
+            self.inner.write(container, name, data, content_type)
+            if name.endswith("/dq_report.md"):  # the last output the pipeline writes
+                lock = store.service.get_blob_client(CURATED, f"_locks/{batch}")
+                BlobLeaseClient(lock).break_lease(lease_break_period=0)
+
+    with pytest.raises(blob_store.LeaseLostError):
+        commit.process_batch(BreakBeforeMarker(store), batch)
+    assert f"curated/{batch}/_SUCCESS" not in outputs(store, batch)
+    assert not commit.verify_batch(store, batch)
+    assert commit.process_batch(store, batch).outcome is Outcome.PROCESSED  # the retry
+    assert commit.verify_batch(store, batch)
 
 
 # ---------------------------------------------------------------- bad data and failures
@@ -465,16 +534,16 @@ def test_storage_errors_raise_so_the_runtime_retries() -> None:
         "http://127.0.0.1:9/devstoreaccount1", retry_total=0, connection_timeout=2
     )
     with pytest.raises(ServiceRequestError):
-        blob_batch.handle_blob_event(BlobStore(unreachable), "raw/b1/transactions.csv")
+        commit.handle_blob_event(BlobStore(unreachable), "raw/b1/transactions.csv")
 
 
 # ---------------------------------------------------------------- streaming
 
 
 @pytest.fixture(scope="module")
-def small_chunks(env: None) -> BlobStore:
+def small_chunks(azurite_env: str) -> BlobStore:
     """A store that downloads in 64 KiB ranges, so a few hundred KB take many requests."""
-    client = blob_batch.connect(max_single_get_size=64 << 10, max_chunk_get_size=64 << 10)
+    client = blob_store.connect(max_single_get_size=64 << 10, max_chunk_get_size=64 << 10)
     return BlobStore(client)
 
 
@@ -499,7 +568,7 @@ def test_small_ranges_give_the_same_outputs(
     for target in (store, small_chunks):
         batch = new_batch()
         upload_batch(target, batch, files)
-        assert blob_batch.process_batch(target, batch).outcome is Outcome.PROCESSED
+        assert commit.process_batch(target, batch).outcome is Outcome.PROCESSED
         batches.append(batch)
     a, b = (comparable(outputs(store, x), x) for x in batches)
     assert a == b
@@ -522,7 +591,7 @@ def test_a_blob_changed_mid_read_fails_instead_of_mixing_versions(
 
 def test_chunk_reader_handles_uneven_and_empty_chunks() -> None:
     chunks = [b"ab", b"", b"cde", b"f", b"", b"ghij"]
-    reader = io.BufferedReader(blob_batch.ChunkReader(iter(chunks)), buffer_size=3)
+    reader = io.BufferedReader(blob_store.ChunkReader(iter(chunks)), buffer_size=3)
     assert reader.read(4) == b"abcd"
     assert reader.read() == b"efghij"
     assert reader.read() == b""
@@ -546,7 +615,7 @@ def test_chunk_reader_handles_uneven_and_empty_chunks() -> None:
     ],
 )
 def test_blob_paths_name_a_batch_and_file(path: str, expected: tuple[str, str] | None) -> None:
-    assert blob_batch.parse_blob_path(path) == expected
+    assert naming.parse_blob_path(path) == expected
 
 
 def test_quarantine_file_keeps_rows_unchanged(store: BlobStore) -> None:
@@ -559,7 +628,7 @@ def test_quarantine_file_keeps_rows_unchanged(store: BlobStore) -> None:
     store.write(RAW, f"{batch}/transactions.csv", body.encode(), "text/csv")
     trigger(store, batch, "transactions.csv")
     found = outputs(store, batch)
-    rows = list(csv.reader(io.StringIO(found[f"quarantine/{batch}/rejected_rows.csv"].decode())))
+    rows = list(csv.reader(io.StringIO(found[f"quarantine/{batch}/quarantine.csv"].decode())))
     assert rows[1][:6] == ["T1", "C1", "2025-02-01T10:00:00", "12.345", "debit", "A, B"]
     assert rows[1][6] == "invalid_amount"
     assert marker(found, batch, "dq_report.json")["rows_used"] == 1

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import accounted, check_count
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,16 +26,6 @@ NOW = datetime(2025, 3, 1, tzinfo=UTC)
 HEADER = "transaction_id,customer_id,txn_timestamp,amount,txn_type,description\n"
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def accounted(report: dict) -> bool:
-    return report["rows_in"] == (
-        report["rows_used"] + report["rows_duplicate"] + report["rows_quarantined"]
-    )
-
-
-def check_count(report: dict, code: str) -> int:
-    return next(c["count"] for c in report["checks"] if c["check"] == code)
 
 
 def reasons(result) -> dict[str, str]:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from conftest import accounted, check_count
 from hypothesis import HealthCheck, assume, example, given, note, settings
 from hypothesis import strategies as st
 from test_records import reference_rows
@@ -35,16 +36,6 @@ HEADER = ",".join(FIELDS) + "\n"
 UK = ZoneInfo("Europe/London")
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def accounted(report: dict) -> bool:
-    return report["rows_in"] == (
-        report["rows_used"] + report["rows_duplicate"] + report["rows_quarantined"]
-    )
-
-
-def count(report: dict, code: str) -> int:
-    return next(c["count"] for c in report["checks"] if c["check"] == code)
 
 
 def plain_rows(n: int, pad: str = "") -> list[str]:
@@ -76,8 +67,8 @@ def test_a_stray_quote_loses_only_its_own_line(rows: int, bad: int, pad: str) ->
         rows - 1,
         1,
     )
-    assert count(report, "unterminated_quote") == 1
-    assert count(report, "unterminated_quote") and report["checks"]  # reported, not hidden
+    assert check_count(report, "unterminated_quote") == 1
+    assert check_count(report, "unterminated_quote") and report["checks"]  # reported, not hidden
     row = result.quarantine.iloc[0]
     assert row["reason"] == "unterminated_quote" and row["raw_line"] == lines[bad]
     assert report["customers"] == (rows + 9) // 10
@@ -166,7 +157,7 @@ def test_stray_quotes_anywhere_keep_the_count_physical(
     report = result.report.to_dict()
     note(repr(broken))
     assert report["rows_in"] == len(rows) + len(lost)
-    assert count(report, "unterminated_quote") == len(lost)
+    assert check_count(report, "unterminated_quote") == len(lost)
     assert accounted(report)
     assert len(result.quarantine) == report["rows_quarantined"]
 
@@ -478,7 +469,7 @@ def test_offset_corpus_file() -> None:
         "T12": "invalid_timestamp",
         "T13": "invalid_timestamp",
     }
-    assert count(result.report.to_dict(), "non_iso_timestamp") == 0
+    assert check_count(result.report.to_dict(), "non_iso_timestamp") == 0
 
 
 def test_a_lone_z_is_an_invalid_timestamp_not_a_missing_one() -> None:
@@ -526,7 +517,7 @@ def test_a_nul_byte_after_the_first_64_kib_is_quarantined_not_published(tmp_path
     source.write_text(data)
     assert main(["--transactions", str(source), "--out", str(tmp_path / "o")]) == 0
     report = json.loads((tmp_path / "o" / "dq_report.json").read_text())
-    assert report["rows_in"] == 3_000 and count(report, "nul_byte") == 1
+    assert report["rows_in"] == 3_000 and check_count(report, "nul_byte") == 1
     for path in (tmp_path / "o").iterdir():
         assert b"\x00" not in path.read_bytes(), path.name
     assert "\\x00" in (tmp_path / "o" / "quarantine.csv").read_text()  # kept, escaped
@@ -558,12 +549,12 @@ def test_rows_that_differ_are_never_duplicates(left: list[str], cut: int) -> Non
     )
     report = run_pipeline(io.BytesIO(text.encode()), now=NOW).report.to_dict()
     assert report["rows_duplicate"] == 0  # different rows: the second is a reused id
-    assert count(report, "conflicting_transaction_id") == 1
+    assert check_count(report, "conflicting_transaction_id") == 1
 
 
 def test_key_collision_corpus_file() -> None:
     report = run_pipeline(CORPUS / "key_collision.csv", now=NOW).report.to_dict()
-    assert (report["rows_duplicate"], count(report, "conflicting_transaction_id")) == (0, 1)
+    assert (report["rows_duplicate"], check_count(report, "conflicting_transaction_id")) == (0, 1)
 
 
 @settings(max_examples=200, deadline=None)

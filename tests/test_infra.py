@@ -215,7 +215,7 @@ def test_containers_include_the_contract_ones_and_are_private() -> None:
 
 def test_the_decision_audit_container_keeps_every_record_immutable_but_appendable() -> None:
     """Issue 19 #5: an append-only container with a time-based retention policy; the API
-    writes append blobs (scoring/audit_blob.py), so protected append writes are allowed."""
+    writes append blobs (blobflow/audit.py), so protected append writes are allowed."""
     storage = template("modules/storage.bicep")
     container = resources(storage, "Microsoft.Storage/storageAccounts/blobServices/containers")[
         "decisionContainer"
@@ -479,7 +479,7 @@ def operator_access() -> dict[str, set[str]]:
 
 
 def test_operator_roles_cover_what_the_documented_upload_path_touches() -> None:
-    """Issue 13 item 8: `python -m features.upload` writes raw/ (batches) and models/
+    """Issue 13 item 8: `python -m blobflow.upload` writes raw/ (batches) and models/
     (bundles), and `--wait` reads curated/; the operator had roles on raw and models only."""
     access = operator_access()
     assert BLOB_DATA_CONTRIBUTOR in access["raw"]

@@ -4,7 +4,7 @@ In Azure an operator may write raw/ and models/ and read curated/ and quarantine
 not create containers (the templates create them). Azurite has no role-based access, so the
 same limit is imposed with what it does enforce: an account SAS for blob-level operations
 only (no container-level ones), over the real HTTP API. Container creation is then refused
-with a 403, exactly the answer `python -m features.upload` used to crash on.
+with a 403, exactly the answer the upload CLI (`python -m blobflow.upload`) used to crash on.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from azure.storage.blob import (
     generate_account_sas,
 )
 
-from features import blob_batch, upload
-from features.blob_batch import CURATED, RAW, BlobStore
+from blobflow import commit, naming, upload
+from blobflow import store as blob_store
+from blobflow.naming import CURATED, RAW
+from blobflow.store import BlobStore
 
 ROOT = Path(__file__).resolve().parents[1]
 OPERATOR_SETTING = "OPERATOR_STORAGE"
@@ -45,7 +47,7 @@ def operator(admin: BlobStore, monkeypatch: pytest.MonkeyPatch) -> str:
     service = admin.service
     sas = generate_account_sas(
         account_name=service.account_name,
-        account_key=blob_batch._DEV_KEY,
+        account_key=blob_store.DEV_ACCOUNT_KEY,
         resource_types=ResourceTypes(object=True),
         permission=AccountSasPermissions(read=True, write=True, create=True, list=True),
         expiry=datetime.now(UTC) + timedelta(hours=1),
@@ -74,7 +76,7 @@ def test_upload_and_wait_work_without_container_rights(
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not done.is_set():
             if admin.stat(RAW, f"{batch}/transactions.csv") is not None:
-                blob_batch.process_batch(admin, batch)
+                commit.process_batch(admin, batch)
                 return
             time.sleep(0.2)
 
@@ -103,8 +105,8 @@ def test_model_upload_works_without_container_rights(
          "--connection-setting", OPERATOR_SETTING]
     )  # fmt: skip
     assert code == 0
-    assert admin.stat(blob_batch.MODELS, f"{name}/model.joblib") is not None
-    assert f"is {blob_batch.MODELS}/{name}" in capsys.readouterr().out
+    assert admin.stat(naming.MODELS, f"{name}/model.joblib") is not None
+    assert f"is {naming.MODELS}/{name}" in capsys.readouterr().out
 
 
 def test_other_storage_errors_still_surface(admin: BlobStore) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import accounted, check_count
 
 from features.cli import main
 from features.definitions import FEATURE_NAMES
@@ -37,16 +38,6 @@ HANDOVER_EXPECTED = pd.DataFrame(
 
 def csv_bytes(text: str) -> io.BytesIO:
     return io.BytesIO(text.encode("utf-8"))
-
-
-def accounting_holds(report: dict) -> bool:
-    return report["rows_in"] == (
-        report["rows_used"] + report["rows_duplicate"] + report["rows_quarantined"]
-    )
-
-
-def check(report: dict, code: str) -> int:
-    return next(c["count"] for c in report["checks"] if c["check"] == code)
 
 
 def test_handover_files_give_the_hand_computed_training_set(handover_dir: Path) -> None:
@@ -159,22 +150,22 @@ def test_each_quarantine_rule_catches_its_row(messy_result) -> None:
 def test_every_row_is_accounted_for_exactly_once(messy_result) -> None:
     report = messy_result.report.to_dict()
     assert report["rows_in"] == MESSY.count("\n") - 1
-    assert accounting_holds(report)
+    assert accounted(report)
     assert report["rows_duplicate"] == 1
     assert report["rows_quarantined"] == len(EXPECTED_REASONS)
     assert report["rows_used"] == report["rows_in"] - 1 - len(EXPECTED_REASONS)
-    quarantined_by_check = sum(check(report, code) for code in set(EXPECTED_REASONS.values()))
+    quarantined_by_check = sum(check_count(report, code) for code in set(EXPECTED_REASONS.values()))
     assert quarantined_by_check == report["rows_quarantined"]
 
 
 def test_kept_rows_are_repaired_and_counted(messy_result) -> None:
     report = messy_result.report.to_dict()
-    assert check(report, "type_padded_or_mixed_case") == 1
-    assert check(report, "missing_type") == 1
-    assert check(report, "sign_disagrees_with_type") == 1
-    assert check(report, "missing_description") == 1
-    assert check(report, "non_iso_timestamp") == 1
-    assert check(report, "large_amount") == 1
+    assert check_count(report, "type_padded_or_mixed_case") == 1
+    assert check_count(report, "missing_type") == 1
+    assert check_count(report, "sign_disagrees_with_type") == 1
+    assert check_count(report, "missing_description") == 1
+    assert check_count(report, "non_iso_timestamp") == 1
+    assert check_count(report, "large_amount") == 1
     assert report["outliers"]["transactions"]["count"] == 1
     c2 = messy_result.features.set_index("customer_id").loc["C2"]
     # -30 (padded debit) -7.50 (no type, sign says debit) -45.50 (debit wins over sign)
@@ -210,12 +201,12 @@ def test_malformed_rows_are_quarantined_with_their_raw_text() -> None:
     )
     result = run_pipeline(csv_bytes(text), now=NOW)
     assert result.report.to_dict()["rows_in"] == 3
-    assert check(result.report.to_dict(), "malformed_row") == 2
+    assert check_count(result.report.to_dict(), "malformed_row") == 2
     assert sorted(result.quarantine["raw_line"]) == [
         "T2,C1,2025-02-01,-5.00,debit,TOO,MANY",
         "T3,C1",
     ]
-    assert accounting_holds(result.report.to_dict())
+    assert accounted(result.report.to_dict())
 
 
 def test_semicolon_delimited_file_with_bom_and_crlf_is_read() -> None:
@@ -287,7 +278,7 @@ def test_cli_writes_all_outputs(tmp_path: Path, handover_dir: Path) -> None:
     assert "1250" not in (tmp_path / "training_set.csv").read_text()
     assert "-65.98,2500.00,811.34" in (tmp_path / "training_set.csv").read_text()
     report = json.loads((tmp_path / "dq_report.json").read_text())
-    assert accounting_holds(report)
+    assert accounted(report)
     assert (tmp_path / "quarantine.csv").read_text().startswith("transaction_id,")
 
 
@@ -344,10 +335,10 @@ def test_cli_now_sets_the_future_cut_off(tmp_path: Path) -> None:
         == 0
     )
     report = json.loads((tmp_path / "a" / "dq_report.json").read_text())
-    assert check(report, "timestamp_out_of_range") == 1
+    assert check_count(report, "timestamp_out_of_range") == 1
     assert (
         main(["--transactions", str(path), "--out", str(tmp_path / "b"), "--now", "2025-07-01"])
         == 0
     )
     report = json.loads((tmp_path / "b" / "dq_report.json").read_text())
-    assert check(report, "timestamp_out_of_range") == 0
+    assert check_count(report, "timestamp_out_of_range") == 0

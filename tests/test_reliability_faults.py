@@ -6,7 +6,7 @@ good bundle put in place is served after the holder's retry window, with no rest
 is checked through the ASGI app for every fault, over a live uvicorn server with the
 default 5 s window, and through the Functions HTTP handler with the bundle in Azurite.
 
-Storage faults are injected at the ``BatchStore`` boundary of ``features/blob_batch.py``:
+Storage faults are injected at the ``BatchStore`` boundary of the blob flow (``blobflow``):
 a wrapper around the real Azurite-backed ``BlobStore`` that raises on the Nth write or
 delete. The run must raise (so the runtime retries), leave no ``_SUCCESS`` (nor an
 ``error.json``, which would mark the batch finished), and the retry must publish exactly
@@ -15,41 +15,36 @@ the outputs ``_SUCCESS`` lists. The blob function's logs must carry no customer 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import io
 import json
 import logging
-import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import azure.functions as func
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
 from azure.core.exceptions import ServiceResponseError
 from azure.storage.blob import BlobClient
+from conftest import batch_blobs, bundle_app, call_function, function_handlers, live_server
 from conftest import blob_outputs as outputs
-from conftest import bundle_app
 from fastapi.testclient import TestClient
 
 import function_app
-from benchmarks.load_test import stop_server
-from features import blob_batch
-from features.blob_batch import CURATED, RAW, BlobInfo, BlobStore, Outcome
+from blobflow import commit
+from blobflow import predict as blob_predict
+from blobflow.bundle_source import source_from_settings
+from blobflow.commit import Outcome
+from blobflow.naming import CURATED, RAW
+from blobflow.store import BlobStore, StoreView
 from features.outputs import to_csv_text
 from features.pipeline import run_pipeline
-from scoring.blob_source import source_from_settings
 from scoring.bundle import LocalDirSource, load_bundle
 from scoring.holder import ModelHolder
 from scoring.schema import BRIEF_EXAMPLE
@@ -226,38 +221,13 @@ def test_failures_are_cached_for_the_retry_window_not_reread_per_request(
     assert app.state.holder.attempt_count == attempts + 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_a_live_server_recovers_after_the_default_retry_window_without_restart(
     tmp_path: Path,
 ) -> None:
     bundle = tmp_path / "bundle"
     _write(bundle, *_input_dropped())
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scoring", "--port", str(port), "--log-level", "warning"],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "MODEL_DIR": str(bundle)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "server exited"
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start within 60 s"
-            time.sleep(0.05)
-        with httpx.Client(base_url=base, timeout=10) as c:
+    with live_server(tmp_path / "server.log", str(bundle)) as server:
+        with httpx.Client(base_url=server.base, timeout=10) as c:
             ready = c.get("/ready")
             assert ready.status_code == 503
             assert "manifest lists 8 inputs" in ready.json()["detail"]
@@ -270,39 +240,10 @@ def test_a_live_server_recovers_after_the_default_retry_window_without_restart(
                 time.sleep(0.5)
             body = c.post("/predict", json=BRIEF_EXAMPLE).json()
             assert body["probability"] == pytest.approx(_expected_probability(BRIEF_EXAMPLE))
-        assert proc.poll() is None  # the same process: no restart was needed
-    finally:
-        stop_server(proc)
+        assert server.proc.poll() is None  # the same process: no restart was needed
 
 
 # ---------------------------------------------------------------- Azurite: function app
-
-
-@functools.cache
-def _functions() -> dict[str, Any]:
-    """Indexed once for this module (the worker indexes once per process)."""
-    function_app.app.functions_bindings = {}
-    return {f.get_function_name(): f for f in function_app.app.get_functions()}
-
-
-def call(method: str, path: str, body: object | None = None) -> func.HttpResponse:
-    """The indexed HTTP function, invoked as the Python worker does."""
-    handler = _functions()[function_app.HTTP_FUNCTION].get_user_function()
-    data = b"" if body is None else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    request = func.HttpRequest(
-        method=method, url=f"http://localhost:7071{path}", headers=headers, body=data
-    )
-    return asyncio.run(handler(request, None))
-
-
-@pytest.fixture(scope="module")
-def store(azurite: str) -> Iterator[BlobStore]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AzureWebJobsStorage", azurite)
-        s = BlobStore(blob_batch.connect())
-        s.ensure_containers()
-        yield s
 
 
 def _upload_bundle(store: BlobStore, name: str, model: bytes | None, manifest: Any) -> None:
@@ -335,22 +276,22 @@ def test_a_broken_blob_bundle_gives_503_through_the_function_then_recovers(
     holder = function_holder(source_from_settings, retry_after=1.0)
     _upload_bundle(store, name, *make())
 
-    ready = call("GET", "/api/ready")
+    ready = call_function("GET", "/api/ready")
     assert ready.status_code == 503, fault
     detail = json.loads(ready.get_body())["detail"]
     assert reason in detail, detail
-    predict = call("POST", "/api/predict", BRIEF_EXAMPLE)
+    predict = call_function("POST", "/api/predict", BRIEF_EXAMPLE)
     assert predict.status_code == 503 and reason in predict.get_body().decode()
-    assert call("GET", "/api/health").status_code == 200
+    assert call_function("GET", "/api/health").status_code == 200
 
     _upload_bundle(store, name, *_good())
     _wait_past(holder.retry_after)
-    assert call("GET", "/api/ready").status_code == 200
-    ok = call("POST", "/api/predict", BRIEF_EXAMPLE)
+    assert call_function("GET", "/api/ready").status_code == 200
+    ok = call_function("POST", "/api/predict", BRIEF_EXAMPLE)
     assert ok.status_code == 200
     expected = _expected_probability(BRIEF_EXAMPLE)
     assert json.loads(ok.get_body())["probability"] == pytest.approx(expected, rel=1e-9)
-    info = json.loads(call("GET", "/api/model").get_body())
+    info = json.loads(call_function("GET", "/api/model").get_body())
     assert info["runtime"]["source"] == f"blob models/{name}"
 
 
@@ -361,12 +302,12 @@ class InjectedStorageError(ServiceResponseError):
     """What a dropped connection mid-run looks like to the SDK's callers."""
 
 
-class FaultyStore:
+class FaultyStore(StoreView):
     """A ``BatchStore`` around a real one that fails the Nth mutating call (write or
     delete, counted from 1); reads and the lock pass straight through."""
 
     def __init__(self, inner: BlobStore, fail_at: int | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.fail_at = fail_at
         self.calls: list[tuple[str, str, str]] = []  # (op, container, name) attempted
 
@@ -374,15 +315,6 @@ class FaultyStore:
         self.calls.append((op, container, name))
         if len(self.calls) == self.fail_at:
             raise InjectedStorageError(f"injected failure on {op} {container}/{name}")
-
-    def stat(self, container: str, name: str) -> BlobInfo | None:
-        return self.inner.stat(container, name)
-
-    def open_read(self, container: str, name: str, etag: str) -> BinaryIO:
-        return self.inner.open_read(container, name, etag)
-
-    def read_small(self, container: str, name: str) -> bytes | None:
-        return self.inner.read_small(container, name)
 
     def write(self, container: str, name: str, data: bytes | BinaryIO, content_type: str) -> None:
         self._mutating("write", container, name)
@@ -392,14 +324,11 @@ class FaultyStore:
         self._mutating("delete", container, name)
         self.inner.delete(container, name)
 
-    def lock(self, key: str) -> AbstractContextManager[None]:
-        return self.inner.lock(key)
-
 
 @pytest.fixture(scope="module")
-def predictor() -> blob_batch.Predictor:
+def predictor() -> blob_predict.Predictor:
     model = load_bundle(LocalDirSource(HANDOVER))
-    return functools.partial(blob_batch.predictions_frame, model)
+    return functools.partial(blob_predict.predictions_frame, model)
 
 
 def _version_a(handover_dir: Path) -> tuple[bytes, bytes]:
@@ -414,7 +343,7 @@ def _version_b(transactions: bytes) -> bytes:
     return "\n".join([lines[0], *lines[2:], bad, ""]).encode()
 
 
-def _prepare(store: BlobStore, handover_dir: Path, predictor: blob_batch.Predictor) -> str:
+def _prepare(store: BlobStore, handover_dir: Path, predictor: blob_predict.Predictor) -> str:
     """A batch published from version A (labelled), then re-uploaded as version B
     (unlabelled, other rows): B's run must replace A's outputs, and a failure must not
     leave A's ``_SUCCESS`` standing over a mix of A and B."""
@@ -422,7 +351,7 @@ def _prepare(store: BlobStore, handover_dir: Path, predictor: blob_batch.Predict
     transactions, labels = _version_a(handover_dir)
     store.write(RAW, f"{batch}/labels.csv", labels, "text/csv")
     store.write(RAW, f"{batch}/transactions.csv", transactions, "text/csv")
-    assert blob_batch.process_batch(store, batch, predict=predictor).outcome is Outcome.PROCESSED
+    assert commit.process_batch(store, batch, predict=predictor).outcome is Outcome.PROCESSED
     assert f"curated/{batch}/training_set.csv" in outputs(store, batch)
     store.delete(RAW, f"{batch}/labels.csv")
     store.write(RAW, f"{batch}/transactions.csv", _version_b(transactions), "text/csv")
@@ -439,12 +368,7 @@ def _assert_complete(store: BlobStore, batch: str) -> None:
     assert uploaded is not None
     assert marker["inputs"] == {"transactions": uploaded.record(), "labels": None}
     assert set(found) == set(marker["outputs"])
-    assert set(found) == {
-        f"curated/{batch}/features.csv",
-        f"curated/{batch}/predictions.csv",
-        f"curated/{batch}/dq_report.json",
-        f"quarantine/{batch}/rejected_rows.csv",
-    }
+    assert set(found) | {f"curated/{batch}/_SUCCESS"} == batch_blobs(batch, labelled=False)
     for path, described in marker["outputs"].items():
         assert _sha(found[path]) == described["sha256"], path
     assert marker["predictions"] == "written"
@@ -452,39 +376,40 @@ def _assert_complete(store: BlobStore, batch: str) -> None:
     assert raw is not None
     local = run_pipeline(io.BytesIO(raw), None, now=uploaded.last_modified)
     assert found[f"curated/{batch}/features.csv"] == to_csv_text(local.features).encode()
-    rejected = pd.read_csv(io.BytesIO(found[f"quarantine/{batch}/rejected_rows.csv"]), dtype=str)
+    rejected = pd.read_csv(io.BytesIO(found[f"quarantine/{batch}/quarantine.csv"]), dtype=str)
     assert rejected["transaction_id"].tolist() == ["T99999"]
 
 
-# Every write and delete of a run, by position: 2 marker deletes, 4 output writes
-# (features, predictions, report, rejected rows), 2 stale-output deletes (A's training set
-# and rejected labels), then the _SUCCESS write.
-N_MUTATIONS = 9
+# Every write and delete of a run, by position: 2 marker deletes; 6 output writes (the
+# quarantine and its old name, features, the report as JSON and Markdown, predictions); 3
+# stale-output deletes (A's training set, labels quarantine and its old name); then the
+# _SUCCESS write.
+N_MUTATIONS = 12
 
 
 def test_a_clean_rerun_publishes_everything(
-    store: BlobStore, handover_dir: Path, predictor: blob_batch.Predictor
+    store: BlobStore, handover_dir: Path, predictor: blob_predict.Predictor
 ) -> None:
     batch = _prepare(store, handover_dir, predictor)
     counting = FaultyStore(store)
-    result = blob_batch.process_batch(counting, batch, predict=predictor)
+    result = commit.process_batch(counting, batch, predict=predictor)
     assert result.outcome is Outcome.PROCESSED
     _assert_complete(store, batch)
     # The fault positions below cover every mutation: if the commit protocol gains a step,
     # N_MUTATIONS must follow.
     assert len(counting.calls) == N_MUTATIONS, counting.calls
-    assert [op for op, _, _ in counting.calls].count("write") == 5
+    assert [op for op, _, _ in counting.calls].count("write") == 7
     assert counting.calls[-1] == ("write", CURATED, f"{batch}/_SUCCESS")
 
 
 @pytest.mark.parametrize("fail_at", range(1, N_MUTATIONS + 1))
 def test_a_storage_failure_midway_leaves_no_success_and_the_retry_completes(
-    store: BlobStore, handover_dir: Path, predictor: blob_batch.Predictor, fail_at: int
+    store: BlobStore, handover_dir: Path, predictor: blob_predict.Predictor, fail_at: int
 ) -> None:
     batch = _prepare(store, handover_dir, predictor)
     faulty = FaultyStore(store, fail_at=fail_at)
     with pytest.raises(InjectedStorageError):
-        blob_batch.handle_blob_event(faulty, f"raw/{batch}/transactions.csv", predictor)
+        commit.handle_blob_event(faulty, f"raw/{batch}/transactions.csv", predictor)
     assert len(faulty.calls) == fail_at
     failed_op = faulty.calls[-1]
     after = outputs(store, batch)
@@ -504,25 +429,25 @@ def test_a_storage_failure_midway_leaves_no_success_and_the_retry_completes(
         }
 
     # The runtime retries the event: the lock was released and the batch completes.
-    retried = blob_batch.handle_blob_event(store, f"raw/{batch}/transactions.csv", predictor)
+    retried = commit.handle_blob_event(store, f"raw/{batch}/transactions.csv", predictor)
     assert retried.outcome is Outcome.PROCESSED
     _assert_complete(store, batch)
     # A redelivery after that changes nothing.
-    again = blob_batch.handle_blob_event(store, f"raw/{batch}/transactions.csv", predictor)
+    again = commit.handle_blob_event(store, f"raw/{batch}/transactions.csv", predictor)
     assert again.outcome is Outcome.SKIPPED
 
 
 def test_the_blob_function_raises_on_a_storage_fault_so_the_runtime_retries(
     store: BlobStore,
     handover_dir: Path,
-    predictor: blob_batch.Predictor,
+    predictor: blob_predict.Predictor,
     monkeypatch: pytest.MonkeyPatch,
     function_holder: Callable[..., ModelHolder],
 ) -> None:
     monkeypatch.delenv("MODEL_CONTAINER", raising=False)
     function_holder(local_source)
     batch = _prepare(store, handover_dir, predictor)
-    blob_fn = _functions()[function_app.BLOB_FUNCTION].get_user_function()
+    blob_fn = function_handlers()[function_app.BLOB_FUNCTION].get_user_function()
     client = store.service.get_blob_client(RAW, f"{batch}/transactions.csv")
 
     def event() -> BlobClient:  # the SDK-type binding hands the function a BlobClient
@@ -571,7 +496,7 @@ def test_blob_function_logs_carry_no_customer_data(
     monkeypatch.delenv("MODEL_CONTAINER", raising=False)
     function_holder(local_source)
     monkeypatch.setattr(function_app, "batch_store", lambda: store)
-    blob_fn = _functions()[function_app.BLOB_FUNCTION].get_user_function()
+    blob_fn = function_handlers()[function_app.BLOB_FUNCTION].get_user_function()
     transactions, labels = _private_batch()
     caplog.set_level(logging.INFO)
 

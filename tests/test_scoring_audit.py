@@ -24,6 +24,7 @@ from conftest import live_server, start_live_server, stop_live_server
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from blobflow.audit import AppendBlobSink, _chunks, decision_log_from_settings
 from features.definitions import FEATURES
 from scoring.api import create_app
 from scoring.audit import (
@@ -37,7 +38,6 @@ from scoring.audit import (
     read_records,
     repair_directory,
 )
-from scoring.audit_blob import AppendBlobSink, _chunks, decision_log_from_settings
 from scoring.bundle import LocalDirSource, load_bundle
 from scoring.holder import ModelHolder
 from scoring.schema import BRIEF_EXAMPLE

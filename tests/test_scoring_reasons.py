@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import bundle_app
+from conftest import FULL_EXAMPLE, bundle_app
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,24 +29,12 @@ from scoring.constrained import SignConstrainedLogisticRegression
 from scoring.explain import Explainer
 from scoring.linear import LinearParams
 from scoring.reasons import FAMILIES, RISK_TABLE
-from scoring.schema import BRIEF_EXAMPLE, MAX_BATCH
+from scoring.schema import MAX_BATCH
 from scoring.selection import select_inputs, standardise, vif
 from scoring.settings import PROJECT_ROOT
 
 TRAINED = PROJECT_ROOT / "artifacts" / "trained"
 KINDS = {f.name: f.kind for f in FEATURES}
-# The brief's example, completed with the features the trained model also needs.
-FULL_EXAMPLE = {
-    **BRIEF_EXAMPLE,
-    "net_flow": 2249.5,
-    "max_debit": 650.0,
-    "rent_to_income": 0.19,
-    "gambling_spend": 0.0,
-    "fee_count": 0,
-    "days_since_last_salary": 3,
-    "salary_month_share": 1.0,
-    "active_days": 90,
-}
 
 
 def run(*args: str) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import FULL_EXAMPLE
 from fastapi.testclient import TestClient
 
 from features.definitions import FEATURE_NAMES, FEATURES, FLAG_FEATURES, ID, TARGET
@@ -271,17 +272,7 @@ def test_shipped_trained_bundle_through_the_api(trained_client: TestClient) -> N
     missing = {e["loc"][-1] for e in r.json()["detail"]}
     required = {i["name"] for i in meta["manifest"]["inputs"] if not i["optional"]}
     assert missing == required - set(BRIEF_EXAMPLE) and "fee_count" in missing
-    full = {
-        **BRIEF_EXAMPLE,
-        "net_flow": 2249.5,
-        "max_debit": 650.0,
-        "rent_to_income": 0.19,
-        "gambling_spend": 0.0,
-        "fee_count": 0,
-        "days_since_last_salary": 3,
-        "salary_month_share": 1.0,
-        "active_days": 90,
-    }
+    full = FULL_EXAMPLE
     r = trained_client.post("/predict", json=full)
     assert r.status_code == 200, r.text
     body = r.json()

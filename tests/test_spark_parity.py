@@ -17,10 +17,11 @@ import pytest
 
 pyspark = pytest.importorskip("pyspark", reason="pyspark is in requirements-spark.txt")
 
+from conftest import assert_same_run  # noqa: E402
 from test_pipeline import MESSY, NOW  # noqa: E402
 
 from features import spark as engine  # noqa: E402
-from features.definitions import FEATURE_NAMES, FEATURES  # noqa: E402
+from features.definitions import FEATURE_NAMES  # noqa: E402
 from features.engine import RunResult  # noqa: E402
 from features.pipeline import run_pipeline  # noqa: E402
 from features.schema import InputError  # noqa: E402
@@ -30,9 +31,6 @@ from features.text import normalise  # noqa: E402
 pytestmark = pytest.mark.spark
 
 AFTER_SYNTHETIC = datetime(2025, 7, 1, tzinfo=UTC)
-REPORT_KEYS = ("rows_in", "rows_used", "rows_duplicate", "rows_quarantined", "customers", "as_of")
-COUNT_COLUMNS = [f.name for f in FEATURES if f.kind in ("count", "flag", "days")]
-FLOAT_COLUMNS = [f.name for f in FEATURES if f.kind in ("money", "ratio")]
 
 
 @pytest.fixture(scope="session")
@@ -61,29 +59,9 @@ def run_files(spark, path: Path, labels: Path | None, now: datetime) -> tuple[Ru
     return expected, got
 
 
-def assert_same_features(got: pd.DataFrame, expected: pd.DataFrame) -> None:
-    assert list(got.columns) == list(expected.columns)
-    assert got["customer_id"].tolist() == expected["customer_id"].tolist()
-    pd.testing.assert_frame_equal(got[COUNT_COLUMNS], expected[COUNT_COLUMNS], check_dtype=True)
-    pd.testing.assert_frame_equal(
-        got[FLOAT_COLUMNS], expected[FLOAT_COLUMNS], check_exact=False, rtol=1e-9, atol=0
-    )
-
-
 def assert_same(got: RunResult, expected: RunResult) -> None:
-    assert_same_features(got.features, expected.features)
-    if expected.training_set is None:
-        assert got.training_set is None
-    else:
-        assert_same_features(got.training_set, expected.training_set)
-        assert got.training_set["defaulted"].tolist() == expected.training_set["defaulted"].tolist()
-        assert got.report.to_dict()["labels"] == expected.report.to_dict()["labels"]
-    for key in REPORT_KEYS:
-        assert got.report.to_dict()[key] == expected.report.to_dict()[key], key
-    # Per-check counts, and the same example values in the same (file) order.
-    assert got.report.to_dict()["checks"] == expected.report.to_dict()["checks"]
-    assert got.report.to_dict()["outliers"] == expected.report.to_dict()["outliers"]
-    assert got.quarantine_rows == expected.quarantine_rows
+    """The shared engine comparison, and the same quarantined rows (Spark writes them too)."""
+    assert_same_run(got, expected, rtol=1e-9)
     pd.testing.assert_frame_equal(got.quarantine, expected.quarantine.astype(str))
 
 
@@ -277,6 +255,7 @@ def test_runtime_modules_never_import_pyspark() -> None:
     root = Path(__file__).resolve().parents[1]
     modules = ["features", "features.pipeline", "features.cli", "features.outputs"]
     modules += [f"scoring.{p.stem}" for p in (root / "scoring").glob("*.py")]
+    modules += [f"blobflow.{p.stem}" for p in (root / "blobflow").glob("*.py")]
     if (root / "function_app.py").is_file():
         modules.append("function_app")
     code = (

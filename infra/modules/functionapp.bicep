@@ -138,7 +138,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           value: modelName
         }
         {
-          // Every /api/predict decision is appended here (scoring.audit_blob); unset = off.
+          // Every /api/predict decision is appended here (blobflow.audit); unset = off.
           name: 'DECISION_LOG_CONTAINER'
           value: decisionLogContainer
         }

@@ -10,7 +10,7 @@
 // - an optional auditor principal may read the decision audit container, nothing else;
 // - the Event Grid identity may only write into the dead-letter container;
 // - an optional operator principal may write model bundles and raw batches, and read the
-//   curated outputs and the quarantine (python -m features.upload --wait reads curated/).
+//   curated outputs and the quarantine (python -m blobflow.upload --wait reads curated/).
 
 param storageAccountName string
 param appInsightsName string

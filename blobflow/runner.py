@@ -1,0 +1,67 @@
+"""One batch through the pipeline: inputs streamed from ``raw/<batch>/`` chunk by chunk,
+outputs written through a ``BlobSink`` under the CLI's names, then ``predictions.csv``.
+
+The report's ``generated_at`` is the inputs' upload time and the run's instant ``now`` is
+the transactions' upload time, so reprocessing the same upload gives the same bytes
+(``elapsed_seconds`` aside). The commit protocol around a run is ``blobflow.commit``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from blobflow.naming import CSV_TYPE, CURATED, LABELS, PREDICTIONS, RAW, TRANSACTIONS
+from blobflow.predict import PredictionsUnavailableError, Predictor
+from blobflow.sink import BlobSink
+from blobflow.store import BatchStore, BlobInfo
+from features.engine import QuarantineSink, RunResult
+from features.outputs import to_csv_text
+from features.pipeline import run_pipeline
+from features.publish import run_and_publish
+
+
+@dataclass
+class BatchRun:
+    result: RunResult
+    sink: BlobSink  # what was written, with sizes and sha256
+    predictions_note: str | None  # why predictions.csv is absent; None when written
+
+
+def run_batch(
+    store: BatchStore,
+    batch: str,
+    transactions: BlobInfo,
+    labels: BlobInfo | None,
+    predict: Predictor | None,
+) -> BatchRun:
+    """Run the pipeline on the batch's current inputs (those ``stat`` found, read only if
+    unchanged since) and write every output. Raises ``InputError`` for unusable input
+    before anything is written."""
+    uploaded = max(i.last_modified for i in (transactions, labels) if i is not None)
+    sink = BlobSink(store, batch)
+
+    def engine(quarantine: QuarantineSink) -> RunResult:
+        label_stream: BinaryIO | None = None
+        if labels is not None:
+            label_stream = store.open_read(RAW, f"{batch}/{LABELS}", labels.etag)
+        return run_pipeline(
+            store.open_read(RAW, f"{batch}/{TRANSACTIONS}", transactions.etag),
+            label_stream,
+            now=transactions.last_modified,
+            generated_at=uploaded,
+            on_quarantine=quarantine,
+        )
+
+    result = run_and_publish(sink, engine)
+    note = None
+    if predict is None:
+        note = "no model configured for this run"
+    else:
+        try:
+            predictions = predict(result.features)
+        except PredictionsUnavailableError as exc:
+            note = f"model unavailable: {exc}"
+        else:
+            sink.put(CURATED, PREDICTIONS, to_csv_text(predictions).encode("utf-8"), CSV_TYPE)
+    return BatchRun(result, sink, note)
