@@ -5,6 +5,10 @@ command (benchmarks at a reduced size, by substituting their size arguments); "c
 test command, which .ci/run must contain verbatim; "azure" commands need the Functions
 Core Tools or an Azure subscription, which CI does not have, so the test checks what they
 refer to exists.
+
+Commands run in a temporary copy of the checkout (``checkout``), and the API the quickstart
+starts listens on a free port instead of 8000, so the suite leaves the checkout as it
+found it and can run beside anything else.
 """
 
 from __future__ import annotations
@@ -13,13 +17,17 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
 import pytest
+
+from benchmarks.load_test import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -46,7 +54,7 @@ RULES: dict[str, str] = {
     r"^npx azurite ": "azurite",
     r"^cp local\.settings\.example\.json local\.settings\.json$": "settings",
     r"^export AzureWebJobsStorage=UseDevelopmentStorage=true$": "settings",
-    r"^python -m features\.upload ": "upload",
+    r"^python -m blobflow\.upload ": "upload",
     r"^func start$": "azure",
     r"^curl .*localhost:7071/api/predict": "azure",
     r"^az ": "azure",
@@ -95,44 +103,91 @@ def test_local_settings_example_matches_the_docs() -> None:
         assert values[name] == value
 
 
-def run(command: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+# Not copied: version control, installed packages, caches, generated benchmark data.
+NOT_COPIED = {".git", "node_modules", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis"}
+
+
+def _not_copied(directory: str, names: Iterable[str]) -> set[str]:
+    skip = {n for n in names if n in NOT_COPIED}
+    if Path(directory) == ROOT / "benchmarks":
+        skip.add("data")
+    return skip
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the checkout the README's commands run in (they write artifacts/)."""
+    copy = tmp_path_factory.mktemp("checkout") / "repo"
+    shutil.copytree(ROOT, copy, ignore=_not_copied, symlinks=True)
+    return copy
+
+
+def run(command: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:
     done = subprocess.run(
-        command, shell=True, cwd=ROOT, env={**os.environ, **(env or {})},
+        command, shell=True, cwd=cwd, env={**os.environ, **(env or {})},
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     return done.stdout
 
 
-def test_pipeline_command_writes_the_training_set() -> None:
+def test_pipeline_command_writes_the_training_set(checkout: Path) -> None:
     for command in matching("pipeline"):
-        run(command)
-        assert (ROOT / "artifacts" / "training_set.csv").read_text().startswith("customer_id,")
+        run(command, checkout)
+        assert (checkout / "artifacts" / "training_set.csv").read_text().startswith("customer_id,")
 
 
-def test_upload_commands_against_azurite(azurite: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_upload_commands_against_azurite(
+    azurite: str, checkout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     commands = matching("upload")
     assert any("--model" in c for c in commands) and any("--process" in c for c in commands)
     env = {"AzureWebJobsStorage": azurite}
     for command in commands:
-        run(command, env=env)
-    from features.blob_batch import connect
+        run(command, checkout, env=env)
+    from blobflow.store import connect
 
     monkeypatch.setenv("AzureWebJobsStorage", azurite)
     service = connect()
     names = {b.name for b in service.get_container_client("curated").list_blobs("demo/")}
-    assert {"demo/training_set.csv", "demo/_SUCCESS"} <= names
-    models = {b.name for b in service.get_container_client("models").list_blobs("current/")}
-    assert models == {"current/model.joblib", "current/model.json"}
+    assert {"demo/training_set.csv", "demo/features.csv", "demo/_SUCCESS"} <= names
+    # The whole bundle: the manifest and every file it checksums, each byte for byte.
+    manifest = json.loads((ROOT / "artifacts" / "model.json").read_text())
+    files = {"model.json", "model.joblib"}
+    files |= {f"{s}.json" for s in ("linear", "reference") if manifest.get(s)}
+    models = service.get_container_client("models")
+    assert {b.name for b in models.list_blobs("current/")} == {f"current/{f}" for f in files}
+    for file in files:
+        uploaded = models.download_blob(f"current/{file}").readall()
+        assert uploaded == (ROOT / "artifacts" / file).read_bytes(), file
 
 
-def test_eda_figure_command(tmp_path: Path) -> None:
+def test_the_old_upload_command_still_works_for_one_release(
+    azurite: str, checkout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m features.upload` runs `python -m blobflow.upload` (features/README.md)."""
+    done = subprocess.run(
+        ["python", "-m", "features.upload", "--batch", "old-name", "data/transactions.csv"],
+        cwd=checkout, env={**os.environ, "AzureWebJobsStorage": azurite},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "python -m blobflow.upload" in done.stderr
+    assert "-> raw/old-name/transactions.csv" in done.stdout
+    from blobflow.store import connect
+
+    monkeypatch.setenv("AzureWebJobsStorage", azurite)
+    raw = connect().get_container_client("raw")
+    assert [b.name for b in raw.list_blobs("old-name/")] == ["old-name/transactions.csv"]
+
+
+def test_eda_figure_command(tmp_path: Path, checkout: Path) -> None:
     (command,) = matching("eda")
     small = command.replace("--rows 500000 --customers 10000", "--rows 4000 --customers 200")
     small = small.replace("/tmp/syn", str(tmp_path / "syn"))
     small = small.replace("--out benchmarks/results/eda", f"--out {tmp_path / 'eda'}")
     assert small != command
-    run(small)
+    run(small, checkout)
     assert len(list((tmp_path / "eda").glob("*.png"))) == 3
 
 
@@ -154,7 +209,7 @@ BENCHMARK_SMALL = {
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("module", sorted(BENCHMARK_SMALL))
-def test_benchmark_commands_run_at_small_size(module: str) -> None:
+def test_benchmark_commands_run_at_small_size(module: str, checkout: Path) -> None:
     commands = [c for c in matching("benchmark") if f"-m {module}" in c]
     assert commands, f"README does not show how to run {module}"
     for command in commands:
@@ -162,14 +217,18 @@ def test_benchmark_commands_run_at_small_size(module: str) -> None:
         for pattern, replacement in BENCHMARK_SMALL[module]:
             small = re.sub(pattern, replacement, small)
         assert small != command, f"no size flag to reduce in: {command}"
-        assert run(small, timeout=800).strip()
+        assert run(small, checkout, timeout=800).strip()
 
 
-def test_quickstart_serves_the_brief_example() -> None:
+def test_quickstart_serves_the_brief_example(checkout: Path) -> None:
     (start,) = [c for c in matching("quickstart") if not c.startswith("curl")]
     (call,) = [c for c in matching("quickstart") if c.startswith("curl")]
+    port = free_port()  # not 8000: another server may hold it
+    assert start.endswith("python -m scoring") and "127.0.0.1:8000/" in call
+    start += f" --port {port}"
+    call = call.replace("127.0.0.1:8000/", f"127.0.0.1:{port}/")
     server = subprocess.Popen(
-        start, shell=True, cwd=ROOT, start_new_session=True,
+        start, shell=True, cwd=checkout, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
@@ -177,7 +236,7 @@ def test_quickstart_serves_the_brief_example() -> None:
         while True:
             assert server.poll() is None, server.stdout.read()[-3000:]
             try:
-                if httpx.get("http://127.0.0.1:8000/health", timeout=1).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -190,7 +249,7 @@ def test_quickstart_serves_the_brief_example() -> None:
         )
         assert answer["customer_id"] == "CUST001"
         assert 0.0 <= answer["probability"] <= 1.0 and answer["prediction"] in (0, 1)
-        assert (ROOT / "artifacts" / "eda").is_dir()
+        assert (checkout / "artifacts" / "eda").is_dir()
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
