@@ -149,6 +149,13 @@ def test_features_and_scoring_never_import_each_other_or_the_glue() -> None:
             assert not {t for t in targets if t.split(".")[0] in (other, "blobflow")}, module
 
 
+def test_the_report_and_the_pandas_engine_do_not_import_each_other() -> None:
+    graph = import_graph()
+    assert "features.pipeline" not in graph["features.report"]
+    assert "features.report" not in graph["features.pipeline"]
+    assert "features.pipeline" not in graph["features.spark"]  # engines share the contract
+
+
 def test_no_import_cycles() -> None:
     assert cycles(import_graph()) == []
     # The detector does find one.

@@ -95,6 +95,24 @@ def _indexed_source(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_an_http_cold_start_loads_no_pipeline() -> None:
+    """Importing the function app (what every cold start does) loads neither pandas nor
+    pyarrow nor the pipeline: the blob trigger imports the batch code on its first event."""
+    code = (
+        "import sys, function_app\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'pandas', 'pyarrow', 'features', 'sklearn'}))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('blobflow.')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    heavy, glue = done.stdout.strip().splitlines()
+    assert heavy == "[]"
+    assert "blobflow.commit" not in glue and "blobflow.store" in glue
+
+
 def test_trigger_source_is_read_from_the_setting_at_import() -> None:
     result = _indexed_source({"BLOB_TRIGGER_SOURCE": "EventGrid"})
     assert result.returncode == 0, result.stderr
