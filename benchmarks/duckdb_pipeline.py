@@ -68,13 +68,11 @@ from features.quality import (
     UK_GROUPS,
     UK_TIMESTAMP,
     UK_ZONE,
-    uk_now,
+    timestamp_window,
 )
 from features.reader import REJECT, open_csv
 from features.reader import read_header as reader_header
 from features.rules import (
-    EARLIEST_TIMESTAMP,
-    FUTURE_TOLERANCE_SECONDS,
     LARGE_AMOUNT_PENCE,
     MAX_ABS_AMOUNT_PENCE,
     MAX_RECORD_BYTES,
@@ -303,8 +301,7 @@ def checked_sql(
     def column(name: str) -> str:
         return f"c{positions[name]}" if name in positions else "''"
 
-    earliest = int(EARLIEST_TIMESTAMP.timestamp())
-    latest = uk_now(now) + FUTURE_TOLERANCE_SECONDS
+    earliest, latest = timestamp_window(now)
     checks = {
         C.MISSING_CUSTOMER_ID: "customer_id = ''",
         C.MISSING_TRANSACTION_ID: "transaction_id = ''",

@@ -182,6 +182,12 @@ def uk_wall_clock(instant: np.ndarray) -> np.ndarray:
     return instant + offsets[np.searchsorted(times, instant, side="right") - 1]
 
 
+def timestamp_window(now: datetime) -> tuple[int, int]:
+    """(earliest, latest) accepted timestamp, UK wall-clock seconds, for a run at ``now``:
+    the ``timestamp_out_of_range`` rule, as every engine applies it."""
+    return int(EARLIEST_TIMESTAMP.timestamp()), uk_now(now) + FUTURE_TOLERANCE_SECONDS
+
+
 def uk_now(now: datetime) -> int:
     """The run's instant on the UK wall clock (what timestamps are compared with)."""
     instant = now if now.tzinfo else now.replace(tzinfo=UTC)
@@ -321,8 +327,7 @@ def parse_chunk(
     transaction_id = pc.utf8_trim_whitespace(columns["transaction_id"])
     pence, amount_missing, amount_invalid, amount_too_long = parse_amount_pence(columns["amount"])
     ts, ts_missing, ts_invalid, non_iso = parse_timestamp(columns["timestamp"])
-    earliest = int(EARLIEST_TIMESTAMP.timestamp())
-    latest = uk_now(now) + FUTURE_TOLERANCE_SECONDS
+    earliest, latest = timestamp_window(now)
     ts_ok = ~ts_missing & ~ts_invalid
 
     raw_type = columns.get("type", pa.nulls(n, pa.string()))

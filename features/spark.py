@@ -61,14 +61,12 @@ from features.quality import (
     UK_GROUPS,
     UK_TIMESTAMP,
     UK_ZONE,
-    uk_now,
+    timestamp_window,
 )
 from features.reader import escape_raw
 from features.rules import (
-    EARLIEST_TIMESTAMP,
     EXAMPLES_PER_CHECK,
     FINDINGS,
-    FUTURE_TOLERANCE_SECONDS,
     LARGE_AMOUNT_PENCE,
     MAX_ABS_AMOUNT_PENCE,
     QUARANTINE_COLUMNS,
@@ -313,8 +311,7 @@ def classify(rows: DataFrame, header: Header, now: datetime) -> DataFrame:
     ts_missing = blank(col("ts_text"))
     ts_invalid = ~ts_missing & col("ts").isNull()
     non_iso = col("ts").isNotNull() & col("ts_uk")
-    earliest = int(EARLIEST_TIMESTAMP.timestamp())
-    latest = uk_now(now) + FUTURE_TOLERANCE_SECONDS
+    earliest, latest = timestamp_window(now)
     type_text = col("type_text")
     type_missing = blank(type_text)
     is_debit_word = F.coalesce(type_text.isin(*DEBIT_WORDS), F.lit(False))

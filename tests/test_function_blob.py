@@ -547,13 +547,18 @@ def small_chunks(azurite_env: str) -> BlobStore:
     return BlobStore(client)
 
 
-def test_blobs_are_read_range_by_range(small_chunks: BlobStore, messy: Path) -> None:
+def _opened(store: BlobStore, data: bytes) -> tuple[str, BinaryIO]:
+    """``data`` uploaded as a new batch's transactions, opened for reading as a run does."""
     batch = new_batch()
-    data = (messy / "transactions.csv").read_bytes()
-    small_chunks.write(RAW, f"{batch}/transactions.csv", data, "text/csv")
-    info = small_chunks.stat(RAW, f"{batch}/transactions.csv")
+    store.write(RAW, f"{batch}/transactions.csv", data, "text/csv")
+    info = store.stat(RAW, f"{batch}/transactions.csv")
     assert info is not None
-    reader = small_chunks.open_read(RAW, f"{batch}/transactions.csv", info.etag)
+    return batch, store.open_read(RAW, f"{batch}/transactions.csv", info.etag)
+
+
+def test_blobs_are_read_range_by_range(small_chunks: BlobStore, messy: Path) -> None:
+    data = (messy / "transactions.csv").read_bytes()
+    _, reader = _opened(small_chunks, data)
     assert reader.read(10) == data[:10]
     assert reader.raw.chunks_read == 1  # type: ignore[attr-defined]
     assert reader.read() == data[10:]
@@ -577,12 +582,8 @@ def test_small_ranges_give_the_same_outputs(
 def test_a_blob_changed_mid_read_fails_instead_of_mixing_versions(
     small_chunks: BlobStore, messy: Path
 ) -> None:
-    batch = new_batch()
     data = (messy / "transactions.csv").read_bytes()
-    small_chunks.write(RAW, f"{batch}/transactions.csv", data, "text/csv")
-    info = small_chunks.stat(RAW, f"{batch}/transactions.csv")
-    assert info is not None
-    reader = small_chunks.open_read(RAW, f"{batch}/transactions.csv", info.etag)
+    batch, reader = _opened(small_chunks, data)
     reader.read(10)
     small_chunks.write(RAW, f"{batch}/transactions.csv", data[::-1], "text/csv")
     with pytest.raises(ResourceModifiedError):
