@@ -160,7 +160,7 @@ def test_the_development_storage_shorthand_means_local_azurite(
 ) -> None:
     """What local.settings.json and the README export: the SDK alone would refuse it."""
     monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
-    client = blob_batch.connect()
+    client = blob_store.connect()
     assert client.url.rstrip("/") == "http://127.0.0.1:10000/devstoreaccount1"
     assert client.account_name == "devstoreaccount1"
 
