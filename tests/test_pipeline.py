@@ -282,6 +282,31 @@ def test_cli_writes_all_outputs(tmp_path: Path, handover_dir: Path) -> None:
     assert (tmp_path / "quarantine.csv").read_text().startswith("transaction_id,")
 
 
+def test_cli_writes_the_same_set_as_parquet(tmp_path: Path) -> None:
+    """One output table for both formats: the same names, the same values."""
+    source = tmp_path / "messy.csv"
+    source.write_text(MESSY, encoding="utf-8")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("customer_id,defaulted\nC1,0\nC2,1\nC3,maybe\n", encoding="utf-8")
+    args = ["--transactions", str(source), "--labels", str(labels), "--now", NOW.isoformat()]
+    assert main([*args, "--out", str(tmp_path / "csv")]) == 0
+    assert main([*args, "--out", str(tmp_path / "pq"), "--format", "parquet"]) == 0
+    tables = ("features", "training_set", "quarantine", "labels_quarantine")
+    assert sorted(p.name for p in (tmp_path / "pq").iterdir()) == sorted(
+        [*(f"{t}.parquet" for t in tables), "dq_report.json", "dq_report.md"]
+    )
+    for table in ("quarantine", "labels_quarantine"):
+        as_csv = pd.read_csv(tmp_path / "csv" / f"{table}.csv", dtype=str, keep_default_na=False)
+        as_parquet = pd.read_parquet(tmp_path / "pq" / f"{table}.parquet")
+        assert len(as_csv) > 0 and list(as_parquet.columns) == list(as_csv.columns)
+        assert as_parquet["reason"].tolist() == as_csv["reason"].tolist()
+    features = pd.read_parquet(tmp_path / "pq" / "features.parquet")
+    assert (
+        features["customer_id"].tolist()
+        == pd.read_csv(tmp_path / "csv" / "features.csv")["customer_id"].tolist()
+    )
+
+
 def test_cli_without_labels_writes_features_only(tmp_path: Path, handover_dir: Path) -> None:
     transactions = handover_dir / "data" / "transactions.csv"
     assert main(["--transactions", str(transactions), "--out", str(tmp_path)]) == 0
