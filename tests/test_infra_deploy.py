@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -259,3 +260,77 @@ def test_private_networking_is_on_by_default_and_wired() -> None:
     assert acls["ipRules"]["loop_type"]["detail"]["array_name"] == "operatorIpRanges"
     site = only("modules/functionapp.bicep", "Microsoft.Web/sites").body
     assert "virtualNetworkSubnetId" in site["properties"]
+
+
+STUB_AZ = """#!/usr/bin/env bash
+# Records each call; answers the two questions the hook asks.
+printf '%s\\n' "$*" >> "$CALLS"
+case "$*" in
+  "functionapp keys list"*) echo "system-key-value" ;;
+  "storage blob upload "*)
+    [ -z "$REFUSE_UPLOADS" ] && exit 0
+    refused=$(cat "$COUNTER" 2>/dev/null || echo 0)
+    echo $((refused + 1)) > "$COUNTER"
+    [ "$refused" -ge "$REFUSE_UPLOADS" ] || exit 1
+    ;;
+esac
+exit 0
+"""
+
+
+def run_postdeploy(tmp_path: Path, refuse_uploads: int = 0) -> tuple[int, list[str]]:
+    """The real hook with `az` and `curl` replaced by recorders on PATH (no cloud, no network)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool, body in (("az", STUB_AZ), ("curl", "#!/usr/bin/env bash\nexit 0\n")):
+        (bin_dir / tool).write_text(body)
+        (bin_dir / tool).chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "CALLS": str(calls),
+        "COUNTER": str(tmp_path / "refused"),
+        "REFUSE_UPLOADS": str(refuse_uploads) if refuse_uploads else "",
+        "CRISK_RETRY_SECONDS": "0",
+        "AZURE_RESOURCE_GROUP": "rg-test",
+        "AZURE_FUNCTION_APP_NAME": "crisk-func-abc123",
+        "AZURE_FUNCTION_APP_URL": "https://crisk-func-abc123.azurewebsites.net",
+        "AZURE_STORAGE_ACCOUNT_NAME": "criskstabc123",
+        "EVENT_GRID_SYSTEM_TOPIC_NAME": "crisk-evgt-abc123",
+        "EVENT_GRID_IDENTITY_ID": "/subscriptions/x/identity",
+        "DEAD_LETTER_CONTAINER": "eventgrid-deadletter",
+        "MODEL_NAME": "current",
+    }
+    done = subprocess.run(
+        ["bash", str(INFRA / "scripts" / "postdeploy.sh")],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return done.returncode, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_postdeploy_uploads_the_whole_bundle_manifest_last_then_subscribes(
+    tmp_path: Path,
+) -> None:
+    code, calls = run_postdeploy(tmp_path)
+    assert code == 0, calls
+    uploads = [c for c in calls if c.startswith("storage blob upload ")]
+    names = [re.search(r"--name current/(\S+)", c).group(1) for c in uploads]
+    bundle = {p.name for p in (ROOT / "artifacts" / "trained").iterdir() if p.is_file()}
+    # Every file the bundle holds (linear.json and reference.json included, or blob-served
+    # models fall back to unpickling), each once, and the manifest last.
+    assert sorted(names) == sorted(bundle) and names[-1] == "model.json"
+    assert {"linear.json", "reference.json", "model.joblib"} <= set(names)
+    assert all("--auth-mode login" in c for c in uploads)
+    subscribe = [c for c in calls if c.startswith("deployment group create")]
+    assert len(subscribe) == 1 and "blobsExtensionKey=system-key-value" in subscribe[0]
+    assert "functionName=process_batch_blob" in subscribe[0]
+    assert calls.index(subscribe[0]) > calls.index(uploads[-1])
+
+
+def test_postdeploy_retries_a_refused_upload_from_the_start(tmp_path: Path) -> None:
+    code, calls = run_postdeploy(tmp_path, refuse_uploads=1)
+    assert code == 0
+    uploads = [c for c in calls if c.startswith("storage blob upload ")]
+    # The first attempt fails at its first file; the retry uploads the whole bundle.
+    assert len(uploads) == 1 + len(list((ROOT / "artifacts" / "trained").glob("*")))
+    assert uploads[-1].split("--name ")[1].startswith("current/model.json")
