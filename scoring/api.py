@@ -17,10 +17,17 @@ worker threads. Nothing here logs request content.
 Every decision gets a ``request_id``. With a decision log (``scoring.audit``; the local one
 when ``DECISION_LOG_DIR`` is set) a response is sent only after its decisions are recorded;
 if they cannot be, the request is refused with 503 and nothing is released.
+
+Query strings never reach uvicorn's access log, however the app is served: ``create_app``
+installs ``DropQueryString`` on the ``uvicorn.access`` logger (uvicorn configures its
+logging before it imports the app, and a logging configuration adds filters without
+removing existing ones), so bare ``uvicorn scoring.api:app`` is covered as well as
+``python -m scoring``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -70,6 +77,28 @@ _BODY_ERRORS = {
         "audit trail (then nothing was decided). Retry after the Retry-After seconds."
     },
 }
+
+
+ACCESS_LOGGER = "uvicorn.access"
+
+
+class DropQueryString(logging.Filter):
+    """uvicorn's access line is ``client - "METHOD path?query HTTP/v" status``; a query string
+    can carry anything a caller put in the URL (ids, amounts), so keep only the path.
+    uvicorn percent-encodes the path, so its first ``?`` starts the query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
+def guard_access_log() -> None:
+    """Install ``DropQueryString`` on uvicorn's access logger, once per process."""
+    logger = logging.getLogger(ACCESS_LOGGER)
+    if not any(isinstance(f, DropQueryString) for f in logger.filters):
+        logger.addFilter(DropQueryString())
 
 
 async def model_holder(request: Request) -> ModelHolder:
@@ -288,6 +317,7 @@ def create_app(
     host serves the app under (the function app's ``/api``), empty for plain uvicorn;
     ``decision_log`` defaults to the local one ``DECISION_LOG_DIR`` names (None: off)."""
     settings = settings or Settings.from_env()
+    guard_access_log()
     app = FastAPI(
         title="Credit-risk scoring",
         version="1.0.0",
