@@ -50,9 +50,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, BinaryIO
 
+from blobflow.metrics import log_drift
 from blobflow.naming import (
     BATCH_NAME,
     CURATED,
+    DRIFT,
     ERROR,
     JSON_TYPE,
     LABELS,
@@ -91,6 +93,7 @@ class BatchResult:
     report: dict[str, Any] | None = None
     error: str | None = None
     predictions: str | None = None  # why predictions.csv is absent, when it should be there
+    drift: str | None = None  # why drift.json is absent (no model, no reference...)
 
 
 class LeasedStore(StoreView):
@@ -301,6 +304,7 @@ def _publish(
     report = run.result.report.to_dict()
     counts = {k: report[k] for k in COUNTS}
     written = blob_path(CURATED, batch, PREDICTIONS) in outputs
+    drift_written = blob_path(CURATED, batch, DRIFT) in outputs
     elapsed = time.monotonic() - started
     marker = {
         "batch": batch,
@@ -309,26 +313,35 @@ def _publish(
         "outputs": outputs,
         **counts,
         "predictions": run.predictions_note or ("written" if written else None),
+        "drift": "written" if drift_written else run.drift_note,
+        "drifted": run.drift["drifted"] if drift_written and run.drift else None,
         "elapsed_seconds": round(elapsed, 3),
     }
     store.write(CURATED, f"{batch}/{SUCCESS}", _json_bytes(marker), JSON_TYPE)
     log.info(
         "batch=%s outcome=processed labelled=%s rows_in=%d rows_used=%d rows_duplicate=%d "
-        "rows_quarantined=%d customers=%d predictions=%s seconds=%.2f",
+        "rows_quarantined=%d customers=%d predictions=%s drift=%s seconds=%.2f",
         batch,
         inputs["labels"] is not None,
         *(counts[k] for k in COUNTS),
         marker["predictions"],
+        "written" if drift_written else "absent",
         elapsed,
     )
     if run.predictions_note:
         log.warning("batch=%s predictions.csv not written: %s", batch, run.predictions_note)
+    if drift_written and run.drift is not None:
+        # Logged once the batch is published, so a retried run does not report it twice.
+        log_drift(log, batch, run.drift)
+    elif run.drift_note and not run.predictions_note:
+        log.info("batch=%s drift.json not written: %s", batch, run.drift_note)
     return BatchResult(
         batch=batch,
         outcome=Outcome.PROCESSED,
         outputs=[*outputs, blob_path(CURATED, batch, SUCCESS)],
         report=report,
         predictions=run.predictions_note,
+        drift=None if drift_written else run.drift_note,
     )
 
 
@@ -355,9 +368,11 @@ def _publish_error(
 
 
 def _remove_stale(store: BatchStore, batch: str, keep: set[str]) -> None:
-    """Delete the run outputs of the batch not in ``keep`` (blob paths)."""
+    """Delete the run outputs of the batch not in ``keep`` (blob paths) that exist (a
+    lookup costs what a delete of a missing blob costs, and spares the lease check)."""
     for container, name in RUN_OUTPUTS:
-        if blob_path(container, batch, name) not in keep:
+        stale = blob_path(container, batch, name) not in keep
+        if stale and store.stat(container, f"{batch}/{name}") is not None:
             store.delete(container, f"{batch}/{name}")
 
 

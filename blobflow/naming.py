@@ -3,8 +3,8 @@
 A batch is the folder ``raw/<batch>/`` (``transactions.csv``, optionally ``labels.csv``);
 its outputs go to ``curated/<batch>/`` and ``quarantine/<batch>/`` under the names the CLI
 writes (``blobflow.sink`` maps ``features.publish.OUTPUT_FILES`` to blobs), plus
-``predictions.csv`` and the markers. Standard library only: the function app reads these
-names without loading the pipeline.
+``predictions.csv``, ``drift.json`` and the markers. Standard library only: the function
+app reads these names without loading the pipeline.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 RAW, CURATED, QUARANTINE, MODELS = "raw", "curated", "quarantine", "models"
 CONTAINERS = (RAW, CURATED, QUARANTINE, MODELS)
 TRANSACTIONS, LABELS = "transactions.csv", "labels.csv"
-PREDICTIONS = "predictions.csv"
+PREDICTIONS, DRIFT = "predictions.csv", "drift.json"
 SUCCESS, ERROR, WITHDRAWN = "_SUCCESS", "error.json", "_WITHDRAWN"
 CSV_TYPE, JSON_TYPE = "text/csv; charset=utf-8", "application/json"
 # Quarantine names blob consumers used before the blob flow took the CLI's names

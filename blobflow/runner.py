@@ -1,5 +1,6 @@
 """One batch through the pipeline: inputs streamed from ``raw/<batch>/`` chunk by chunk,
-outputs written through a ``BlobSink`` under the CLI's names, then ``predictions.csv``.
+outputs written through a ``BlobSink`` under the CLI's names, then ``predictions.csv`` and
+``drift.json`` (when the model's bundle has a drift reference).
 
 The report's ``generated_at`` is the inputs' upload time and the run's instant ``now`` is
 the transactions' upload time, so reprocessing the same upload gives the same bytes
@@ -8,10 +9,20 @@ the transactions' upload time, so reprocessing the same upload gives the same by
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from blobflow.naming import CSV_TYPE, CURATED, LABELS, PREDICTIONS, RAW, TRANSACTIONS
+from blobflow.naming import (
+    CSV_TYPE,
+    CURATED,
+    DRIFT,
+    JSON_TYPE,
+    LABELS,
+    PREDICTIONS,
+    RAW,
+    TRANSACTIONS,
+)
 from blobflow.predict import PredictionsUnavailableError, Predictor
 from blobflow.sink import BlobSink
 from blobflow.store import BatchStore, BlobInfo
@@ -26,6 +37,8 @@ class BatchRun:
     result: RunResult
     sink: BlobSink  # what was written, with sizes and sha256
     predictions_note: str | None  # why predictions.csv is absent; None when written
+    drift: dict[str, Any] | None = None  # the report written as drift.json
+    drift_note: str | None = None  # why drift.json is absent; None when written
 
 
 def run_batch(
@@ -54,14 +67,16 @@ def run_batch(
         )
 
     result = run_and_publish(sink, engine)
-    note = None
     if predict is None:
         note = "no model configured for this run"
-    else:
-        try:
-            predictions = predict(result.features)
-        except PredictionsUnavailableError as exc:
-            note = f"model unavailable: {exc}"
-        else:
-            sink.put(CURATED, PREDICTIONS, to_csv_text(predictions).encode("utf-8"), CSV_TYPE)
-    return BatchRun(result, sink, note)
+        return BatchRun(result, sink, note, drift_note=note)
+    try:
+        scores = predict(result.features)
+    except PredictionsUnavailableError as exc:
+        note = f"model unavailable: {exc}"
+        return BatchRun(result, sink, note, drift_note=note)
+    sink.put(CURATED, PREDICTIONS, to_csv_text(scores.predictions).encode("utf-8"), CSV_TYPE)
+    if scores.drift is not None:
+        body = (json.dumps(scores.drift, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        sink.put(CURATED, DRIFT, body, JSON_TYPE)
+    return BatchRun(result, sink, None, drift=scores.drift, drift_note=scores.drift_note)

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 from blobflow.naming import (
     CURATED,
+    DRIFT,
     PREDICTIONS,
     QUARANTINE,
     REJECTED_LABELS,
@@ -49,6 +50,7 @@ RUN_OUTPUTS: tuple[tuple[str, str], ...] = (
     *(output_blob(f) for f in OUTPUT_FILES),
     *((CONTAINER_OF[f.area], legacy) for f, legacy in LEGACY.items()),
     (CURATED, PREDICTIONS),
+    (CURATED, DRIFT),
 )
 
 

@@ -215,7 +215,7 @@ def test_batch_predictions_use_the_model_the_http_api_serves(local_model: ModelH
     assert call("GET", "/api/ready").status_code == 200
     customer = {**BRIEF_EXAMPLE, "total_debit": -50.0, "total_credit": 0.0, "avg_amount": 0.0}
     customer |= {"has_netflix": 0, "has_tesco": 1, "has_bonus": 0}
-    frame = function_app.batch_predictor()(pd.DataFrame([customer]))
+    frame = function_app.batch_predictor()(pd.DataFrame([customer])).predictions
     http = json.loads(call("POST", "/api/predict", customer).get_body())
     assert http["probability"] > 1e-3  # so the batch's 6-decimal rounding still compares
     assert frame["probability"].iloc[0] == pytest.approx(http["probability"], abs=1e-6)

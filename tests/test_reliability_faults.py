@@ -328,7 +328,7 @@ class FaultyStore(StoreView):
 @pytest.fixture(scope="module")
 def predictor() -> blob_predict.Predictor:
     model = load_bundle(LocalDirSource(HANDOVER))
-    return functools.partial(blob_predict.predictions_frame, model)
+    return functools.partial(blob_predict.score_batch, model)
 
 
 def _version_a(handover_dir: Path) -> tuple[bytes, bytes]:
