@@ -1,4 +1,5 @@
-"""Azure Functions entry point (Python v2 model): HTTP scoring and the blob-triggered batch.
+"""Azure Functions entry point (Python v2 model): HTTP scoring, the blob-triggered batch, and
+the two ways a deleted input reaches its batch.
 
 Thin on purpose: decorators and wiring only. The HTTP side is ``scoring.api``'s FastAPI app
 behind ``AsgiFunctionApp`` (every route under ``/api/``, keyed with ``AuthLevel.FUNCTION``
@@ -6,6 +7,13 @@ in Azure; ``func start`` does not check keys). The batch side is
 ``blobflow.commit.handle_blob_event``, imported on the first blob event so an HTTP cold
 start never loads the pipeline (pandas, pyarrow). Dependencies point one way: this file ->
 ``blobflow`` (the Azure glue) -> ``features`` and ``scoring``.
+
+Deleted inputs (issue 16 item 4): ``DELETED_FUNCTION`` is an Event Grid trigger that a
+second subscription feeds with ``Microsoft.Storage.BlobDeleted`` events under ``raw/``
+(``blobflow.commit.handle_deleted_event``: outputs withdrawn, or republished without
+labels); ``RECONCILE_FUNCTION`` runs daily on a timer (``reconcile_batches``) and catches
+what events missed: an Event Grid trigger that fails is not redelivered, and undeliverable
+events go to the dead-letter container.
 
 Settings (read at import, as the trigger's source must be known when functions are indexed):
 ``AzureWebJobsStorage`` (connection), ``BLOB_TRIGGER_SOURCE`` (``LogsAndContainerScan``
@@ -16,9 +24,9 @@ not recorded).
 
 The blob trigger binds an SDK-type ``BlobClient`` (``azurefunctions-extensions-bindings-blob``):
 the host hands the worker a reference to the blob, never its content, and the batch is then
-streamed range by range by ``blobflow``. ``BLOB_FUNCTION`` and
-``BLOB_TRIGGER_PATH`` are plain literals on purpose: ``infra/scripts`` reads them from this
-file to subscribe Event Grid to the function, so there is no second copy to drift.
+streamed range by range by ``blobflow``. ``BLOB_FUNCTION``, ``BLOB_TRIGGER_PATH`` and
+``DELETED_FUNCTION`` are plain literals on purpose: ``infra/scripts`` reads them from this
+file to subscribe Event Grid to the functions, so there is no second copy to drift.
 """
 
 from __future__ import annotations
@@ -43,6 +51,9 @@ API_ROOT = "/api"
 HTTP_FUNCTION = "http_app_func"
 BLOB_FUNCTION = "process_batch_blob"  # infra/scripts/lib.sh reads this line
 BLOB_TRIGGER_PATH = "raw/{name}"  # container/pattern; infra/scripts/lib.sh reads this line
+DELETED_FUNCTION = "batch_input_deleted"  # infra/scripts/lib.sh reads this line
+RECONCILE_FUNCTION = "reconcile_batches_daily"
+RECONCILE_SCHEDULE = "0 17 3 * * *"  # NCRONTAB (second minute hour day month weekday): 03:17 UTC
 
 log = logging.getLogger("function_app")
 
@@ -112,3 +123,31 @@ def process_batch_blob(client: blob_types.BlobClient) -> None:
 
     path = f"{client.container_name}/{client.blob_name}"
     handle_blob_event(batch_store(), path, batch_predictor())
+
+
+@app.function_name(DELETED_FUNCTION)
+@app.event_grid_trigger(arg_name="event")
+def batch_input_deleted(event: func.EventGridEvent) -> None:
+    """A blob under the batch container was deleted: withdraw the batch's outputs, or
+    republish it without labels. Only the event's type and subject are read."""
+    from blobflow.commit import handle_deleted_event
+
+    handle_deleted_event(batch_store(), event.event_type, event.subject, batch_predictor())
+
+
+@app.function_name(RECONCILE_FUNCTION)
+@app.timer_trigger(arg_name="timer", schedule=RECONCILE_SCHEDULE, run_on_startup=False)
+def reconcile_batches_daily(timer: func.TimerRequest) -> None:
+    """Once a day, bring every batch whose outputs no longer match its inputs up to date."""
+    from blobflow.commit import reconcile_batches
+
+    results = reconcile_batches(batch_store(), batch_predictor())
+    outcomes: dict[str, int] = {}
+    for result in results:
+        outcomes[str(result.outcome)] = outcomes.get(str(result.outcome), 0) + 1
+    log.info(
+        "reconcile: %d batch(es) brought up to date %s%s",
+        len(results),
+        dict(sorted(outcomes.items())),
+        " (the timer was past due)" if timer.past_due else "",
+    )

@@ -58,19 +58,21 @@ from blobflow.naming import (
     ERROR,
     JSON_TYPE,
     LABELS,
+    MAX_BATCH_NAME,
     PREDICTIONS,
     RAW,
     SUCCESS,
     TRANSACTIONS,
     WITHDRAWN,
     blob_path,
+    blob_path_from_subject,
     parse_blob_path,
     safe_name,
 )
 from blobflow.predict import Predictor
 from blobflow.runner import BatchRun, run_batch
 from blobflow.sink import RUN_OUTPUTS
-from blobflow.store import BatchBusyError, BatchStore, Lease, StoreView
+from blobflow.store import BatchBusyError, BatchStore, BlobInfo, Lease, StoreView
 from features.schema import InputError
 
 log = logging.getLogger("blobflow.commit")
@@ -142,6 +144,19 @@ def process_batch(
         return _process_locked(LeasedStore(store, lease), batch, predict, force)
 
 
+def _inputs_record(transactions: BlobInfo, labels: BlobInfo | None) -> dict[str, Any]:
+    """The inputs as ``_SUCCESS`` and ``error.json`` record them."""
+    return {"transactions": transactions.record(), "labels": labels.record() if labels else None}
+
+
+def _current_inputs(store: BatchStore, batch: str) -> dict[str, Any] | None:
+    """The batch's inputs as they are now; None when its transactions are absent."""
+    transactions = store.stat(RAW, f"{batch}/{TRANSACTIONS}")
+    if transactions is None:
+        return None
+    return _inputs_record(transactions, store.stat(RAW, f"{batch}/{LABELS}"))
+
+
 def _process_locked(
     store: BatchStore, batch: str, predict: Predictor | None, force: bool
 ) -> BatchResult:
@@ -153,10 +168,7 @@ def _process_locked(
         log.info("batch=%s outcome=waiting (no %s yet)", batch, TRANSACTIONS)
         return BatchResult(batch=batch, outcome=Outcome.WAITING)
     labels = store.stat(RAW, f"{batch}/{LABELS}")
-    inputs = {
-        "transactions": transactions.record(),
-        "labels": labels.record() if labels else None,
-    }
+    inputs = _inputs_record(transactions, labels)
     if not force and _already_done(store, batch, inputs):
         log.info("batch=%s outcome=skipped (these inputs were already processed)", batch)
         return BatchResult(batch=batch, outcome=Outcome.SKIPPED)
@@ -262,21 +274,60 @@ def handle_blob_deleted(
     return handle_blob_event(store, blob_path_, predict)
 
 
-def reconcile_batches(store: BatchStore, predict: Predictor | None = None) -> list[BatchResult]:
-    """Re-check every batch that has a marker and fix those whose inputs changed or went
-    away (for a timer: catches deletions whose events were lost)."""
+BLOB_DELETED_EVENT = "Microsoft.Storage.BlobDeleted"
+
+
+def handle_deleted_event(
+    store: BatchStore, event_type: str, subject: str, predict: Predictor | None = None
+) -> BatchResult:
+    """An Event Grid event from the storage account: a BlobDeleted under ``raw/`` goes to
+    ``handle_blob_deleted``; anything else (another type or container, a subject that does
+    not name a blob) is ignored and logged escaped."""
+    path = blob_path_from_subject(subject)
+    if event_type != BLOB_DELETED_EVENT or path is None or not path.startswith(f"{RAW}/"):
+        log.warning(
+            "deletion event ignored: type %s, subject %s",
+            safe_name(event_type, 60),
+            safe_name(subject),
+        )
+        return BatchResult(batch=None, outcome=Outcome.IGNORED)
+    return handle_blob_deleted(store, path, predict)
+
+
+def reconcile_batches(
+    store: BatchStore, predict: Predictor | None = None, prefix: str = ""
+) -> list[BatchResult]:
+    """Bring every batch whose outputs no longer match its inputs up to date: the safety net
+    for events that never arrived (a timer runs it daily).
+
+    Looks at batches with a marker (``_SUCCESS`` or ``error.json``) and batches with
+    uploaded transactions, whose names start with ``prefix``; a batch whose marker records
+    exactly its current inputs is left alone (no lock, no run). Others are processed:
+    withdrawn if their transactions are gone, republished if an input changed or was never
+    processed. A batch another run holds is skipped (that run brings it up to date)."""
+    marked = set()
+    for name in store.list_names(CURATED, prefix):
+        batch, _, leaf = name.rpartition("/")
+        if leaf in (SUCCESS, ERROR):
+            marked.add(batch)
+    uploaded = set()
+    for name in store.list_names(RAW, prefix):
+        parsed = parse_blob_path(name)
+        if parsed is not None and parsed[1] == TRANSACTIONS:
+            uploaded.add(parsed[0])
     results = []
-    batches = sorted(
-        {
-            name.rpartition("/")[0]
-            for name in store.list_names(CURATED, "")
-            if name.rpartition("/")[2] in (SUCCESS, ERROR)
-        }
-    )
-    for batch in batches:
-        if not BATCH_NAME.fullmatch(batch) or verify_batch(store, batch):
+    for batch in sorted(marked | uploaded):
+        if not BATCH_NAME.fullmatch(batch) or len(batch) > MAX_BATCH_NAME:
             continue
-        results.append(process_batch(store, batch, predict=predict))
+        inputs = _current_inputs(store, batch)
+        if inputs is None and batch not in marked:
+            continue  # deleted between the listing and now: nothing was published
+        if inputs is not None and _already_done(store, batch, inputs):
+            continue
+        try:
+            results.append(process_batch(store, batch, predict=predict))
+        except BatchBusyError:
+            log.info("batch=%s reconcile: another run holds it and brings it up to date", batch)
     return results
 
 

@@ -55,3 +55,18 @@ def safe_name(name: str, limit: int = 120) -> str:
     and cut to ``limit`` characters."""
     shown = ascii(name[:limit])
     return shown + ("..." if len(name) > limit else "")
+
+
+# Storage events name their blob in the subject:
+# /blobServices/default/containers/<container>/blobs/<name>.
+EVENT_SUBJECT_PREFIX = "/blobServices/default/containers/"
+
+
+def blob_path_from_subject(subject: str) -> str | None:
+    """``<container>/<name>`` from a storage event's subject, else None."""
+    if not subject.startswith(EVENT_SUBJECT_PREFIX):
+        return None
+    container, sep, name = subject[len(EVENT_SUBJECT_PREFIX) :].partition("/blobs/")
+    if not sep or not container or "/" in container or not name:
+        return None
+    return f"{container}/{name}"

@@ -113,8 +113,8 @@ def test_storage_faults_still_raise_for_a_retry() -> None:
 # ---------------------------------------------------------------- deleted inputs (item 4)
 
 
-def publish(store: BlobStore, labels: bool = True) -> str:
-    batch = new_batch()
+def publish(store: BlobStore, labels: bool = True, batch: str | None = None) -> str:
+    batch = batch or new_batch()
     upload(store, batch, "transactions.csv", (HEADER + "\n".join(rows(20)) + "\n").encode())
     if labels:
         upload(store, batch, "labels.csv", LABELS.encode())
@@ -155,13 +155,15 @@ def test_deleting_the_labels_republishes_without_them(store: BlobStore) -> None:
 
 
 def test_reconcile_catches_a_deletion_whose_event_was_lost(store: BlobStore) -> None:
-    kept, gone = publish(store, labels=False), publish(store, labels=False)
+    prefix = f"{new_batch()}/"
+    kept = publish(store, labels=False, batch=f"{prefix}kept")
+    gone = publish(store, labels=False, batch=f"{prefix}gone")
     store.delete(RAW, f"{gone}/transactions.csv")
-    results = commit.reconcile_batches(store)
+    results = commit.reconcile_batches(store, prefix=prefix)
     outcomes = {r.batch: r.outcome for r in results}
-    assert outcomes.get(gone) is Outcome("withdrawn")
-    assert kept not in outcomes  # still matches its inputs: not touched
+    assert outcomes == {gone: Outcome("withdrawn")}  # kept still matches its inputs: untouched
     assert commit.verify_batch(store, kept) and not commit.verify_batch(store, gone)
+    assert commit.reconcile_batches(store, prefix=prefix) == []  # nothing left to do
 
 
 # ---------------------------------------------------------------- batch names (item 9)

@@ -41,9 +41,14 @@ call = call_function
 # ---------------------------------------------------------------- indexing and settings
 
 
-def test_indexing_lists_the_http_and_blob_functions() -> None:
+def test_indexing_lists_the_http_blob_deletion_and_reconcile_functions() -> None:
     functions = _functions()
-    assert set(functions) == {"http_app_func", "process_batch_blob"}
+    assert set(functions) == {
+        "http_app_func",
+        "process_batch_blob",
+        "batch_input_deleted",
+        "reconcile_batches_daily",
+    }
 
     http = functions["http_app_func"].get_trigger()
     assert http.type == "httpTrigger"
