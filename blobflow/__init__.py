@@ -9,9 +9,11 @@ pipeline), ``scoring`` (the model) and ``featurespec`` (the features row). Neith
 - ``store``: the Blob Storage adapter (``BlobStore``), its per-batch lease lock, ``connect``;
 - ``sink``: the ``features.publish.OutputSink`` that writes into ``curated/`` and
   ``quarantine/``;
-- ``predict``: predictions for a batch's features (``scoring.predict.score_table``);
+- ``predict``: predictions and the drift report for a batch's features;
+- ``metrics``: structured metrics as log lines (``drift_psi``);
 - ``runner``: one batch through the pipeline, into the sink;
-- ``commit``: the commit protocol (lock, ``_SUCCESS``, ``error.json``, ``_WITHDRAWN``);
+- ``commit``: the commit protocol (lock, ``_SUCCESS``, ``error.json``, ``_WITHDRAWN``),
+  deletion events and the reconcile;
 - ``bundle_source``, ``audit``: the model bundle and the decision log in Blob Storage;
 - ``upload``: ``python -m blobflow.upload``.
 """

@@ -28,10 +28,14 @@ Commit protocol, so a half-written batch never carries ``_SUCCESS``:
 What ``_SUCCESS`` means (the contract for consumers, also in ``blobflow/README.md``): the
 outputs it lists (with their sha256) were produced from the inputs it lists (with their
 etags). Outputs never outlive their input: when ``transactions.csv`` is deleted, the next
-run for the batch (``handle_blob_deleted``, ``reconcile_batches``, or any event for the batch)
-removes the outputs and ``_SUCCESS`` and leaves ``_WITHDRAWN`` saying why; when
-``labels.csv`` is deleted the batch is reprocessed without labels. Between the deletion and
-that run, ``verify_batch`` tells a consumer the outputs no longer match their inputs.
+run for the batch (``handle_deleted_event`` for a BlobDeleted event, ``reconcile_batches``
+on the daily timer, or any event for the batch) removes the outputs and ``_SUCCESS`` and
+leaves ``_WITHDRAWN`` saying why; when ``labels.csv`` is deleted the batch is reprocessed
+without labels. Between the deletion and that run, ``verify_batch`` tells a consumer the
+outputs no longer match their inputs.
+
+A model with a drift reference also gives ``drift.json``; its PSI lines are logged once
+``_SUCCESS`` is written (``blobflow.metrics``), so a retried run does not report twice.
 
 Batch names must match ``BATCH_NAME`` (segments of letters, digits, ``.``, ``_`` and ``-``,
 not starting with ``.``, ``_`` or ``-``, not ending with ``.``); anything else is ignored and

@@ -122,6 +122,9 @@ param operatorPrincipalType string = 'User'
 @maxValue(146000)
 param decisionRetentionDays int = 2190
 
+@description('Set to true after locking the decision retention policy (infra/README.md): a locked policy only accepts extensions, so the template stops declaring it.')
+param decisionRetentionLocked bool = false
+
 @description('Optional object id of the auditor (person or group) allowed to read the decision audit trail.')
 param auditorPrincipalId string = ''
 
@@ -189,6 +192,7 @@ module storage 'modules/storage.bicep' = {
     operatorIpRanges: operatorIps
     decisionContainerName: decisionContainerName
     decisionRetentionDays: decisionRetentionDays
+    decisionRetentionLocked: decisionRetentionLocked
   }
 }
 

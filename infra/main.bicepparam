@@ -6,6 +6,7 @@
 //   OPERATOR_PRINCIPAL_ID optional: Entra object id allowed to upload to models/ and raw/
 //   OPERATOR_IP_RANGES   optional: comma-separated public IPs/CIDRs allowed to reach storage
 //   VNET_ENABLED         optional: 'false' turns private networking off (default on)
+//   DECISION_RETENTION_LOCKED optional: 'true' once the audit retention policy is locked
 using './main.bicep'
 
 param prefix = 'crisk'
@@ -37,3 +38,4 @@ param vnetEnabled = readEnvironmentVariable('VNET_ENABLED', 'true') != 'false'
 param operatorIpRanges = readEnvironmentVariable('OPERATOR_IP_RANGES', '')
 param operatorPrincipalId = readEnvironmentVariable('OPERATOR_PRINCIPAL_ID', '')
 param operatorPrincipalType = 'User'
+param decisionRetentionLocked = readEnvironmentVariable('DECISION_RETENTION_LOCKED', 'false') == 'true'

@@ -245,3 +245,20 @@ def test_without_a_model_the_note_says_so(store: BlobStore, synthetic: Path) -> 
     assert result.outcome is Outcome.PROCESSED
     done = json.loads(outputs(store, batch)[f"{CURATED}/{batch}/_SUCCESS"])
     assert done["drift"] == done["predictions"] == "no model configured for this run"
+
+
+def test_batch_predictions_are_the_api_rule_on_the_same_matrix(
+    synthetic: Path, tmp_path: Path
+) -> None:
+    """``score_batch`` assembles the input matrix once for predictions and drift; its
+    predictions must be exactly ``scoring.predict.score_table``'s (one threshold rule)."""
+    from blobflow.predict import score_batch
+    from features.pipeline import run_pipeline
+    from scoring.predict import score_table
+
+    features = run_pipeline(synthetic, None).features
+    model = load_bundle(LocalDirSource(TRAINED))
+    scores = score_batch(model, features)
+    pd.testing.assert_frame_equal(scores.predictions, pd.DataFrame(score_table(model, features)))
+    assert scores.drift is not None and scores.drift_note is None
+    assert scores.drift["rows"] == len(features)

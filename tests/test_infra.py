@@ -240,6 +240,34 @@ def test_the_decision_audit_container_keeps_every_record_immutable_but_appendabl
     assert main["outputs"]["DECISION_LOG_CONTAINER"]["value"] == "decisionContainerName"
 
 
+def test_a_locked_retention_policy_is_left_alone_by_later_deployments() -> None:
+    """Create-or-update applies only to an unlocked immutability policy; a locked one only
+    accepts an extension. Once an operator locks the policy (infra/README.md), the next
+    `azd up` would send the unchanged policy again and be refused, so the deployment stops
+    declaring it when DECISION_RETENTION_LOCKED is true (default false: declared)."""
+    storage = template("modules/storage.bicep")
+    policy = only(
+        storage, "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies"
+    )
+    assert policy["condition"] == {
+        "operator": {"type": "not", "operands": {"bool_value": "decisionRetentionLocked"}}
+    }
+    assert param_default(storage, "decisionRetentionLocked") is False
+    main = template("main.bicep")
+    assert param_default(main, "decisionRetentionLocked") is False
+    assert (
+        unwrap(main["modules"]["storage"]["config"])[0]["params"]["decisionRetentionLocked"]
+        == "decisionRetentionLocked"
+    )
+    assert bicepparam_values()["decisionRetentionLocked"] == {
+        "operator": {
+            "type": "equals",
+            "operands": {"operand_1": "env:DECISION_RETENTION_LOCKED", "operand_2": "true"},
+        }
+    }
+    assert "DECISION_RETENTION_LOCKED" in (INFRA / "README.md").read_text()
+
+
 def test_only_the_function_writes_and_only_an_auditor_reads_the_decisions() -> None:
     tree = template("modules/roles.bicep")
     container_type = "Microsoft.Storage/storageAccounts/blobServices/containers"
@@ -527,26 +555,61 @@ def test_blob_trigger_is_fed_by_an_event_grid_subscription_on_raw() -> None:
     assert dead_letter["properties"]["blobContainerName"] == "deadLetterContainerName"
 
 
-def test_the_subscription_is_a_separate_step_after_publishing() -> None:
+SUBSCRIPTION_TEMPLATES = {
+    # template: the parameter that carries the system key its webhook needs
+    "blob-subscription.bicep": "blobsExtensionKey",
+    "blob-deleted-subscription.bicep": "eventGridExtensionKey",
+}
+
+
+def test_the_subscriptions_are_separate_steps_after_publishing() -> None:
     """Issue 13 item 5: the old second pass redeployed the whole stack (and the site) just to
-    add the subscription. Now main.bicep has no subscription and no key; the small template
-    takes the key as a secure parameter (kept out of deployment history) and no defaults for
+    add the subscription. Now main.bicep has no subscription and no key; each small template
+    takes its key as a secure parameter (kept out of deployment history) and no defaults for
     the function or container, which the hook reads from function_app.py."""
     main_types = {r["type"] for r in template("main.bicep")["resources"].values()}
     for path in bicep_files():
-        if path.name != "blob-subscription.bicep":
+        if path.name not in SUBSCRIPTION_TEMPLATES:
             types = {r["type"] for r in parse(path).get("resources", {}).values()}
             assert "Microsoft.EventGrid/systemTopics/eventSubscriptions" not in types, path
     assert "Microsoft.EventGrid/systemTopics/eventSubscriptions" not in main_types
-    params = template("blob-subscription.bicep")["parameters"]
-    assert "secure" in decorators(params["blobsExtensionKey"]) or any(
-        d.get("type") == "secure" or d == {"type": "secure"}
-        for d in params["blobsExtensionKey"]["decorators"]
-    )
-    for name in ("functionName", "watchedContainer", "blobsExtensionKey"):
-        assert not has_default(params[name]), name
-    assert "blobsExtensionKey" not in str(template("blob-subscription.bicep").get("outputs"))
+    for name, key in SUBSCRIPTION_TEMPLATES.items():
+        params = template(name)["parameters"]
+        assert "secure" in decorators(params[key]), name
+        for param in ("functionName", "watchedContainer", key):
+            assert not has_default(params[param]), (name, param)
+        assert key not in str(template(name).get("outputs")), name
+        assert not [p for p in params if p.endswith("Key") and p != key], name
     assert "createBlobEventSubscription" not in template("main.bicep")["parameters"]
+
+
+def test_deletions_under_raw_go_to_the_event_grid_trigger_with_its_own_key() -> None:
+    """Issue 16 item 4: BlobDeleted events reach the Event Grid-triggered function. Its
+    webhook is the Event Grid extension's (/runtime/webhooks/eventgrid, the plain function
+    name, the eventgrid_extension key), not the blob extension's (/runtime/webhooks/blobs,
+    Host.Functions.<name>, blobs_extension)."""
+    sub = only(template("blob-deleted-subscription.bicep"), SUBSCRIPTION)["body"]["properties"]
+    assert sub["destination"]["endpointType"] == "WebHook"
+    url = sub["destination"]["properties"]["endpointUrl"]
+    assert url == (
+        "https://${functionApp.properties.defaultHostName}/runtime/webhooks/eventgrid?"
+        "functionName=${functionName}&code=${eventGridExtensionKey}"
+    )
+    assert sub["filter"]["includedEventTypes"] == ["Microsoft.Storage.BlobDeleted"]
+    assert sub["filter"]["subjectBeginsWith"] == (
+        "/blobServices/default/containers/${watchedContainer}/blobs/"
+    )
+    assert sub["eventDeliverySchema"] == "EventGridSchema"  # what EventGridEvent decodes
+    dead_letter = sub["deadLetterWithResourceIdentity"]["deadLetterDestination"]
+    assert dead_letter["properties"]["blobContainerName"] == "deadLetterContainerName"
+    # The two subscriptions differ only where the two extensions differ.
+    created = only(template("blob-subscription.bicep"), SUBSCRIPTION)["body"]["properties"]
+    assert created["filter"]["includedEventTypes"] == ["Microsoft.Storage.BlobCreated"]
+    assert created["retryPolicy"] == sub["retryPolicy"]
+    assert created["deadLetterWithResourceIdentity"] == sub["deadLetterWithResourceIdentity"]
+
+
+SUBSCRIPTION = "Microsoft.EventGrid/systemTopics/eventSubscriptions"
 
 
 # ---------------------------------------------------------------- monitoring and cost
@@ -566,7 +629,11 @@ def test_app_insights_sits_on_log_analytics_with_sampling_retention_and_a_cap() 
 
 def test_alerts_on_5xx_rate_and_p95_latency_notify_the_action_group() -> None:
     tree = template("modules/monitoring.bicep")
-    rules = resources(tree, "Microsoft.Insights/scheduledQueryRules")
+    rules = {
+        symbol: rule
+        for symbol, rule in resources(tree, "Microsoft.Insights/scheduledQueryRules").items()
+        if symbol != "driftAlert"
+    }
     assert len(rules) == 2
     by_query: dict[str, Tree] = {}
     for rule in rules.values():
@@ -580,6 +647,47 @@ def test_alerts_on_5xx_rate_and_p95_latency_notify_the_action_group() -> None:
     assert param_default(tree, by_query["5xx"]["threshold"]) == 5
     assert param_default(tree, by_query["p95"]["threshold"]) == 100
     assert all(c["operator"] == "GreaterThan" for c in by_query.values())
+
+
+def test_the_drift_alert_fires_on_any_psi_at_or_above_its_threshold() -> None:
+    """Issue 18: the blob batch logs each PSI as ``drift_psi {json}`` (blobflow.metrics);
+    the alert counts lines whose psi is at or above the threshold they carry, over the logs
+    of the existing Application Insights component, and notifies the existing action group."""
+    import json
+
+    from blobflow.metrics import DRIFT_METRIC, metric_line
+
+    tree = template("modules/monitoring.bicep")
+    rule = resources(tree, "Microsoft.Insights/scheduledQueryRules")["driftAlert"]["body"]
+    props = rule["properties"]
+    assert rule["kind"] == "LogAlert"
+    assert [dotted(s) for s in props["scopes"]] == ["appInsights.id"]
+    assert [dotted(a) for a in props["actions"]["actionGroups"]] == ["actionGroup.id"]
+    assert props["autoMitigate"] is True and props["enabled"] is True
+    (condition,) = props["criteria"]["allOf"]
+    assert (condition["timeAggregation"], condition["operator"], condition["threshold"]) == (
+        "Count",
+        "GreaterThan",
+        0,
+    )
+    frequency = param_default(tree, props["evaluationFrequency"])
+    minutes = {"PT15M": 15, "PT30M": 30, "PT1H": 60}
+    assert minutes[frequency] <= minutes[props["windowSize"]]  # windows overlap, none skipped
+
+    query = tree["variables"][condition["query"]]["value"]
+    lines = [line.strip() for line in query.strip().splitlines()]
+    assert lines[0] == "traces"
+    # The query's prefix is exactly what the batch writes, and what follows it is the JSON.
+    prefix = re.search(r'message startswith "([^"]+)"', query).group(1)
+    cut = re.search(r'substring\(message, strlen\("([^"]+)"\)\)', query).group(1)
+    record = {"metric": DRIFT_METRIC, "feature": "total_credit", "psi": 0.3, "drifted": True,
+              "threshold": 0.25, "rows": 900, "model_version": "2.0.0", "batch": "b1"}  # fmt: skip
+    line = metric_line(DRIFT_METRIC, record)
+    assert line.startswith(prefix) and line.startswith(cut) and prefix.startswith(cut)
+    assert json.loads(line[len(cut) :]) == record
+    for field in re.findall(r"record\.(\w+)", query):
+        assert field in record, field  # every field the query reads is one the batch writes
+    assert "| where psi >= threshold" in lines  # at or above, as drift.json's "drifted"
 
 
 def test_budget_on_the_resource_group_warns_at_80_and_stops_at_100_percent() -> None:

@@ -82,7 +82,9 @@ def test_postdeploy_reads_outputs_main_really_has() -> None:
     for name in needed:
         assert name in text and name in outputs, name
     assert "blob_function_name" in text and "process_batch_blob" not in text
-    assert "infra/blob-subscription.bicep" in text and "blobsExtensionKey=" in text
+    assert "deleted_function_name" in text and "batch_input_deleted" not in text
+    for template in ("blob-subscription.bicep", "blob-deleted-subscription.bicep"):
+        assert template in text and (INFRA / template).is_file()
 
 
 def run_lib(command: str) -> subprocess.CompletedProcess[str]:
@@ -188,6 +190,42 @@ def test_one_batch_per_instance_fits_the_smallest_instance() -> None:
     assert per_instance >= 1
 
 
+def effective_level(levels: dict[str, str], category: str) -> str:
+    """The host's rule: the longest configured category the log's category starts with."""
+    parts = category.split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in levels:
+            return levels[".".join(parts[:n])]
+    return levels["default"]
+
+
+def test_no_drift_line_is_sampled_away_and_http_requests_add_no_traces() -> None:
+    """The drift alert counts log lines (traces): adaptive sampling must not drop them, so
+    traces are excluded from it. That is affordable because the HTTP function's per-request
+    "Executing"/"Executed" traces (category Function.<name>) are turned off (its requests
+    are in the requests table anyway); user logs of every function stay at Information."""
+    import function_app
+
+    logging_ = json.loads((ROOT / "host.json").read_text())["logging"]
+    sampling = logging_["applicationInsights"]["samplingSettings"]
+    assert {"Request", "Exception", "Trace"} <= set(sampling["excludedTypes"].split(";"))
+    levels = logging_["logLevel"]
+    http = function_app.HTTP_FUNCTION
+    assert effective_level(levels, f"Function.{http}") == "Warning"
+    for name in (http, function_app.BLOB_FUNCTION, function_app.DELETED_FUNCTION,
+                 function_app.RECONCILE_FUNCTION):  # fmt: skip
+        assert effective_level(levels, f"Function.{name}.User") == "Information", name
+    for name in (function_app.BLOB_FUNCTION, function_app.DELETED_FUNCTION):
+        assert effective_level(levels, f"Function.{name}") == "Information", name
+    assert effective_level(levels, "Host.Results") == "Information"  # the requests table
+    # Only configured function names: a renamed function must not leave a stale category.
+    from conftest import function_handlers
+
+    indexed = set(function_handlers())
+    named = {k.split(".")[1] for k in levels if k.startswith("Function.") and k != "Function"}
+    assert named <= indexed
+
+
 # ---------------------------------------------------------------- cost guard
 
 
@@ -263,10 +301,18 @@ def test_private_networking_is_on_by_default_and_wired() -> None:
 
 
 STUB_AZ = """#!/usr/bin/env bash
-# Records each call; answers the two questions the hook asks.
+# Records each call; answers the questions the hook asks. A system key is missing for the
+# first $KEY_DELAY lookups of it (the host makes it after the publish), and $NO_KEY names one
+# that never appears.
 printf '%s\\n' "$*" >> "$CALLS"
 case "$*" in
-  "functionapp keys list"*) echo "system-key-value" ;;
+  "functionapp keys list"*)
+    name=$(printf '%s' "$*" | sed -n 's/.*--query systemKeys\\.\\([a-z_]*\\).*/\\1/p')
+    seen=$(cat "$COUNTER.$name" 2>/dev/null || echo 0)
+    echo $((seen + 1)) > "$COUNTER.$name"
+    [ "$name" = "$NO_KEY" ] && exit 0
+    [ "$seen" -ge "${KEY_DELAY:-0}" ] && echo "$name-value"
+    ;;
   "storage blob upload "*)
     [ -z "$REFUSE_UPLOADS" ] && exit 0
     refused=$(cat "$COUNTER" 2>/dev/null || echo 0)
@@ -278,7 +324,9 @@ exit 0
 """
 
 
-def run_postdeploy(tmp_path: Path, refuse_uploads: int = 0) -> tuple[int, list[str]]:
+def run_postdeploy(
+    tmp_path: Path, refuse_uploads: int = 0, key_delay: int = 0, no_key: str = ""
+) -> tuple[int, list[str]]:
     """The real hook with `az` and `curl` replaced by recorders on PATH (no cloud, no network)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -291,6 +339,8 @@ def run_postdeploy(tmp_path: Path, refuse_uploads: int = 0) -> tuple[int, list[s
         "CALLS": str(calls),
         "COUNTER": str(tmp_path / "refused"),
         "REFUSE_UPLOADS": str(refuse_uploads) if refuse_uploads else "",
+        "KEY_DELAY": str(key_delay),
+        "NO_KEY": no_key,
         "CRISK_RETRY_SECONDS": "0",
         "AZURE_RESOURCE_GROUP": "rg-test",
         "AZURE_FUNCTION_APP_NAME": "crisk-func-abc123",
@@ -322,9 +372,18 @@ def test_postdeploy_uploads_the_whole_bundle_manifest_last_then_subscribes(
     assert {"linear.json", "reference.json", "model.joblib"} <= set(names)
     assert all("--auth-mode login" in c for c in uploads)
     subscribe = [c for c in calls if c.startswith("deployment group create")]
-    assert len(subscribe) == 1 and "blobsExtensionKey=system-key-value" in subscribe[0]
-    assert "functionName=process_batch_blob" in subscribe[0]
-    assert calls.index(subscribe[0]) > calls.index(uploads[-1])
+    assert len(subscribe) == 2
+    created, deleted = subscribe
+    # Uploads feed the blob trigger through the blob extension, with its key...
+    assert "infra/blob-subscription.bicep" in created
+    assert "blobsExtensionKey=blobs_extension-value" in created
+    assert "functionName=process_batch_blob" in created and "watchedContainer=raw" in created
+    # ...deletions the Event Grid trigger, with the Event Grid extension's key.
+    assert "infra/blob-deleted-subscription.bicep" in deleted
+    assert "eventGridExtensionKey=eventgrid_extension-value" in deleted
+    assert "functionName=batch_input_deleted" in deleted and "watchedContainer=raw" in deleted
+    assert "blobs_extension" not in deleted and "eventgrid_extension" not in created
+    assert calls.index(created) > calls.index(uploads[-1])
 
 
 def test_postdeploy_retries_a_refused_upload_from_the_start(tmp_path: Path) -> None:
@@ -334,3 +393,37 @@ def test_postdeploy_retries_a_refused_upload_from_the_start(tmp_path: Path) -> N
     # The first attempt fails at its first file; the retry uploads the whole bundle.
     assert len(uploads) == 1 + len(list((ROOT / "artifacts" / "trained").glob("*")))
     assert uploads[-1].split("--name ")[1].startswith("current/model.json")
+
+
+def test_postdeploy_waits_for_each_system_key(tmp_path: Path) -> None:
+    """The host creates its system keys only after the publish: each is polled for."""
+    code, calls = run_postdeploy(tmp_path, key_delay=3)
+    assert code == 0, calls
+    lookups = [c for c in calls if c.startswith("functionapp keys list")]
+    for name in ("blobs_extension", "eventgrid_extension"):
+        assert sum(f"systemKeys.{name}" in c for c in lookups) == 4, name
+    assert len([c for c in calls if c.startswith("deployment group create")]) == 2
+
+
+def test_postdeploy_fails_when_the_event_grid_key_never_appears(tmp_path: Path) -> None:
+    code, calls = run_postdeploy(tmp_path, no_key="eventgrid_extension")
+    assert code != 0
+    deployments = [c for c in calls if c.startswith("deployment group create")]
+    assert len(deployments) == 1 and "blob-subscription.bicep" in deployments[0]
+    assert sum("systemKeys.eventgrid_extension" in c for c in calls) == 30
+
+
+def test_the_deletion_function_name_is_read_from_function_app(tmp_path: Path) -> None:
+    (tmp_path / "function_app.py").write_text(
+        'BLOB_FUNCTION = "ingest"\nBLOB_TRIGGER_PATH = "landing/{name}"\n'
+        'DELETED_FUNCTION = "ingest_deleted"\n'
+    )
+    done = subprocess.run(
+        ["bash", "-c", f'CRISK_ROOT="{tmp_path}" && source "{INFRA / "scripts" / "lib.sh"}"'
+         " && deleted_function_name"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert done.stdout.split() == ["ingest_deleted"]
+    import function_app
+
+    assert run_lib("deleted_function_name").stdout.strip() == function_app.DELETED_FUNCTION

@@ -79,6 +79,20 @@ def test_the_event_subscription_name_is_valid_for_the_real_function_name() -> No
     assert naming.violations(subscription) == []
 
 
+def test_the_deletion_subscription_name_is_valid_for_the_real_function_name() -> None:
+    function, container = lib("deleted_function_name", "blob_container_name").split()
+    named = naming.names_in(
+        INFRA / "blob-deleted-subscription.bicep",
+        {"functionName": function, "watchedContainer": container},
+    )
+    subscription = [n for n in named if n.type.endswith("/eventSubscriptions")]
+    assert [n.name for n in subscription] == [f"{function.replace('_', '-')}-{container}"]
+    assert naming.violations(subscription) == []
+    # Both subscriptions live on one system topic: their names must differ.
+    blob = lib("blob_function_name")
+    assert subscription[0].name != f"{blob.replace('_', '-')}-{container}"
+
+
 def test_the_rules_reject_what_azure_rejects() -> None:
     """The rules themselves are checked against names the documentation rules out."""
     bad = {

@@ -83,6 +83,16 @@ BREAKAGES = [
      "unknown property 'immutabilityPeriodInDays' for ImmutabilityPolicy"),
     ("modules/storage.bicep", "allowProtectedAppendWrites: true",
      "allowProtectedAppendWrites: 'yes'", "expected bool, found 'yes'"),
+    ("blob-deleted-subscription.bicep", "includedEventTypes:", "includeEventTypes:",
+     "unknown property 'includeEventTypes'"),
+    ("blob-deleted-subscription.bicep", "maxDeliveryAttempts: 30", "maxDeliveryAttempts: '30'",
+     "expected int, found '30'"),
+    ("modules/monitoring.bicep", "timeAggregation: 'Count'", "timeAggregation: 'Counted'",
+     "'Counted' is not one of"),
+    ("modules/monitoring.bicep", "    autoMitigate: true\n    actions: {\n      actionGroups: [\n"
+     "        actionGroup.id\n      ]\n    }\n  }\n}\n\noutput",
+     "    autoMitigate: 'yes'\n    actions: {\n      actionGroups: [\n"
+     "        actionGroup.id\n      ]\n    }\n  }\n}\n\noutput", "expected bool, found 'yes'"),
     ("modules/storage.bicep", "      ipRules: [for ip in operatorIpRanges: {\n        value: ip\n",
      "      ipRules: [for ip in operatorIpRanges: {\n        ipAddress: ip\n",
      "unknown property 'ipAddress' for IPRule"),

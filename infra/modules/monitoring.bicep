@@ -1,6 +1,7 @@
 // Telemetry and alerting: a Log Analytics workspace with a daily cap, workspace-based
 // Application Insights that only accepts Entra ID-authenticated telemetry, an action group,
-// and two log alerts on the HTTP API (5xx rate and p95 latency).
+// two log alerts on the HTTP API (5xx rate and p95 latency) and one on input drift (any
+// PSI at or above its threshold in a blob batch).
 
 param location string
 param tags object
@@ -41,6 +42,14 @@ param http5xxPercentThreshold int = 5
 @description('Alert when the p95 HTTP request duration exceeds this many milliseconds.')
 @minValue(10)
 param p95LatencyThresholdMs int = 100
+
+@description('How often the drift alert looks for drifted batches (batches arrive hours apart; 15 minutes or more is the cheapest log alert frequency).')
+@allowed([
+  'PT15M'
+  'PT30M'
+  'PT1H'
+])
+param driftEvaluationFrequency string = 'PT15M'
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2025-07-01' = {
   name: workspaceName
@@ -173,6 +182,60 @@ resource p95Alert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
           metricMeasureColumn: 'p95'
           operator: 'GreaterThan'
           threshold: p95LatencyThresholdMs
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}
+
+// Drift: the blob batch logs one line per PSI, "drift_psi {json}" (blobflow/metrics.py),
+// because the Functions Python worker forwards only a log's message to Application
+// Insights, not its extra fields. The line holds names and numbers only (feature, psi,
+// threshold, drifted, rows, model_version, batch); the threshold is the one the batch used.
+// host.json keeps traces out of adaptive sampling, so no batch's lines are dropped.
+var driftQuery = '''
+traces
+| where message startswith "drift_psi {"
+| extend record = parse_json(substring(message, strlen("drift_psi ")))
+| extend psi = todouble(record.psi), threshold = todouble(record.threshold)
+| where psi >= threshold
+| project timestamp, batch = tostring(record.batch), feature = tostring(record.feature), psi, threshold, model_version = tostring(record.model_version)
+'''
+
+resource driftAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${appInsightsName}-drift-psi'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Input drift: a PSI at or above its threshold'
+    description: 'A blob batch logged a model input (or the model score) whose Population Stability Index against the training reference is at or above the threshold. Read curated/<batch>/drift.json (the query result names the batch and the inputs).'
+    severity: 2
+    enabled: true
+    scopes: [
+      appInsights.id
+    ]
+    evaluationFrequency: driftEvaluationFrequency
+    // Overlapping windows: a line ingested a few minutes late is still seen, and the alert
+    // (stateful, autoMitigate) fires once per drifted batch, not once per evaluation.
+    windowSize: 'PT1H'
+    criteria: {
+      allOf: [
+        {
+          query: driftQuery
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
           failingPeriods: {
             numberOfEvaluationPeriods: 1
             minFailingPeriodsToAlert: 1

@@ -41,6 +41,9 @@ param decisionContainerName string = 'decisions'
 @maxValue(146000)
 param decisionRetentionDays int = 2190
 
+@description('True once the decision retention policy has been locked (infra/README.md): a locked policy can only be extended, so the template stops declaring it; redeploying an unchanged policy over a locked one would be refused.')
+param decisionRetentionLocked bool = false
+
 @description('Days after last modification before raw uploads move to the cool tier.')
 @minValue(1)
 param rawToCoolAfterDays int = 30
@@ -155,7 +158,9 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
 // retention period has passed since a blob's last append. The policy is deployed unlocked
 // (an unlocked policy can still be shortened or removed, e.g. in a test environment); lock
 // it once in production (infra/README.md, "Decision audit trail"). Locking cannot be
-// declared here: it is a separate action on the policy.
+// declared here: it is a separate action on the policy. Create-or-update applies only to
+// unlocked policies (a locked one only accepts an extension), so after locking set
+// DECISION_RETENTION_LOCKED=true and the template leaves the policy alone.
 resource decisionContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
   name: decisionContainerName
@@ -164,7 +169,7 @@ resource decisionContainer 'Microsoft.Storage/storageAccounts/blobServices/conta
   }
 }
 
-resource decisionRetention 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = {
+resource decisionRetention 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = if (!decisionRetentionLocked) {
   parent: decisionContainer
   name: 'default'
   properties: {

@@ -1,9 +1,11 @@
 # Shared helpers of the deployment hooks (sourced, not run). Pure functions of their inputs
 # and of function_app.py, so tests can call them offline.
 #
-# The blob function's name and the container it watches are read from function_app.py
-# (BLOB_FUNCTION and BLOB_TRIGGER_PATH are plain literals there for this reason): Event Grid
-# must deliver to exactly the function the worker indexes, and a second copy would drift.
+# The function names and the container the blob trigger watches are read from function_app.py
+# (BLOB_FUNCTION, BLOB_TRIGGER_PATH and DELETED_FUNCTION are plain literals there for this
+# reason): Event Grid must deliver to exactly the functions the worker indexes (the host
+# answers 202 and drops the event when the name in the webhook URL matches no function),
+# and a second copy would drift.
 
 CRISK_ROOT="${CRISK_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 
@@ -19,6 +21,8 @@ _function_app_literal() {
 }
 
 blob_function_name() { _function_app_literal BLOB_FUNCTION; }
+
+deleted_function_name() { _function_app_literal DELETED_FUNCTION; }
 
 blob_container_name() {
   local path
