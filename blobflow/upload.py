@@ -204,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {result.error}", file=sys.stderr)
         if result.predictions:
             print(f"note: predictions.csv not written: {result.predictions}", file=sys.stderr)
+        elif result.drift:
+            print(f"note: drift.json not written: {result.drift}", file=sys.stderr)
         return 1 if result.outcome is Outcome.ERROR else 0
     if args.wait:
         return wait_for_outputs(store, args.batch, args.wait)

@@ -262,3 +262,26 @@ def test_batch_predictions_are_the_api_rule_on_the_same_matrix(
     pd.testing.assert_frame_equal(scores.predictions, pd.DataFrame(score_table(model, features)))
     assert scores.drift is not None and scores.drift_note is None
     assert scores.drift["rows"] == len(features)
+
+
+@pytest.mark.parametrize(("bundle", "drift_written"), [(TRAINED, True), (HANDOVER, False)])
+def test_the_upload_cli_process_writes_drift_or_says_why_not(
+    store: BlobStore,
+    synthetic: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    bundle: Path,
+    drift_written: bool,
+) -> None:
+    """``python -m blobflow.upload --process`` (for machines without Functions Core Tools)
+    runs the same batch code with the local bundle: drift.json, or a note on stderr."""
+    from blobflow.upload import main
+
+    monkeypatch.delenv("MODEL_CONTAINER", raising=False)
+    monkeypatch.setenv("MODEL_DIR", str(bundle))
+    batch = new_batch()
+    assert main(["--batch", batch, str(synthetic), "--process"]) == 0
+    err = capsys.readouterr().err
+    found = outputs(store, batch)
+    assert (f"{CURATED}/{batch}/drift.json" in found) is drift_written
+    assert ("drift.json not written" in err) is not drift_written
