@@ -3,34 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
-from typing import Any
 
 from scoring.schema import BRIEF_EXAMPLE
-
-
-class DropQueryString(logging.Filter):
-    """uvicorn's access line is ``client - "METHOD path?query HTTP/v" status``; a query
-    string can carry anything a caller put in the URL (ids, amounts), so keep the path.
-    uvicorn percent-encodes the path, so its first ``?`` starts the query."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
-            record.args = (args[0], args[1], args[2].split("?", 1)[0], *args[3:])
-        return True
-
-
-def log_config() -> dict[str, Any]:
-    """uvicorn's own logging configuration, with query strings dropped from access lines."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config.setdefault("filters", {})["drop_query_string"] = {"()": DropQueryString}
-    config["loggers"]["uvicorn.access"]["filters"] = ["drop_query_string"]
-    return config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,7 +53,6 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         http=args.http,
         log_level=args.log_level,
-        log_config=log_config(),
         access_log=not args.no_access_log,
     )
 
