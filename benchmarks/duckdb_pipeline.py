@@ -17,7 +17,9 @@ costs about 0.2 s per million rows and is part of the timed work.
 It fills the same engine contract as pandas and Spark (``run_duckdb`` returns a
 ``features.engine.RunResult``: one ``Tally``, the shared report), runs the shared
 ``require_every_rule`` guard, and differs in what it does not do: it collects no example
-values and writes no quarantine rows (it counts them).
+values and writes no quarantine rows (it counts them). With decision dates in the labels
+the window rule is SQL too: a join with the table of decision dates
+(``features.engine.Window.frame``, registered as ``decision_windows``).
 
 Run: ``python -m benchmarks.duckdb_pipeline --transactions X --out DIR [--now ISO]`` writes
 ``features.parquet`` (and, with ``--counts``, ``counts.json``).
@@ -46,6 +48,7 @@ import pyarrow.compute as pc
 
 from features.definitions import (
     AGGREGATES,
+    DAYS_PER_MONTH,
     FEATURE_NAMES,
     FEATURES,
     FLAG_CATEGORIES,
@@ -55,7 +58,13 @@ from features.definitions import (
     SECONDS_PER_DAY,
     feature_bounds,
 )
-from features.engine import RunResult, finish_run
+from features.engine import (
+    RunResult,
+    Window,
+    decision_window,
+    finish_run,
+    lookback_or_requested,
+)
 from features.labels import read_labels
 from features.quality import (
     AMOUNT_LEADING_ZEROS,
@@ -78,6 +87,7 @@ from features.rules import (
     MAX_RECORD_BYTES,
     QUARANTINE_ORDER,
     READER_RULES,
+    WINDOW_RULES,
     RuleCode,
     require_every_rule,
 )
@@ -92,6 +102,8 @@ C = RuleCode
 READER_REASONS = (*READER_RULES, C.INVALID_UTF8)
 BY_ORDER = (C.DUPLICATE, C.CONFLICTING_TRANSACTION_ID)
 USED = "used"
+# The table of decision dates a decision-date run joins (Window.frame's columns).
+WINDOWS = "decision_windows"
 # Python's ``[\W\d_]+`` on str (what ``features.text.normalise`` removes) in RE2 terms:
 # keep letters and the non-decimal numerics (Nl, No) that Python counts as word characters.
 NON_LETTERS_RE2 = r"[^\p{L}\p{Nl}\p{No}]+"
@@ -315,7 +327,9 @@ def checked_sql(
         C.TIMESTAMP_OUT_OF_RANGE: f"ts_seconds < {earliest} OR ts_seconds > {latest}",
         C.INVALID_TYPE: f"type_text <> '' AND type_text NOT IN {_in(DEBIT_WORDS + CREDIT_WORDS)}",
     }
-    require_every_rule(ENGINE, (*checks, *_findings(), *READER_REASONS, *BY_ORDER))
+    require_every_rule(
+        ENGINE, (*checks, *_findings(), *READER_REASONS, *BY_ORDER, *_window_checks())
+    )
     row_level = [c for c in QUARANTINE_ORDER if c in checks]
     reason = " ".join(f"WHEN {checks[c]} THEN {lit(c)}" for c in row_level)
     distinct = (
@@ -401,6 +415,19 @@ def _findings() -> dict[RuleCode, str]:
     }
 
 
+def _window_checks() -> dict[RuleCode, str]:
+    """Valid rows outside their customer's decision window (``features.engine``), over a
+    row LEFT JOINed with ``decision_windows`` (NULL decision_ts: no decision date)."""
+    checks = {
+        C.NO_DECISION_DATE: "decision_ts IS NULL",
+        C.OUTSIDE_DECISION_WINDOW: "decision_ts IS NOT NULL AND "
+        "(ts_seconds >= decision_ts OR ts_seconds < window_start_ts)",
+    }
+    if tuple(checks) != WINDOW_RULES:
+        raise RuntimeError(f"window rules changed: {WINDOW_RULES}")
+    return checks
+
+
 def _row_columns() -> str:
     """Per used row: the columns named in ``features.definitions.AGGREGATES``."""
     salary_credit = "is_salary AND signed_pence >= 0"
@@ -451,16 +478,35 @@ def _feature_columns() -> dict[str, str]:
         ),
         "active_days": f"least(greatest((last_ts - first_ts) // {SECONDS_PER_DAY} + 1, 1), "
         f"{MAX_DAYS})",
+        "transactions_per_month": _numpy_round(_per_month("n"), 4),
+        "credit_per_month": _money_per_month("credit_pence"),
+        "debit_per_month": _money_per_month("debit_pence"),
+        "gambling_per_month": _money_per_month("gambling_pence"),
+        "fees_per_month": _numpy_round(_per_month("n_fee"), 4),
     }
     if list(features) != list(FEATURE_NAMES):
         raise RuntimeError(f"features changed: {FEATURE_NAMES} vs {list(features)}")
     return features
 
 
-def features_sql(path: Path, now: datetime, *, withhold: bool = True) -> str:
+def _per_month(total: str) -> str:
+    """``features.definitions.per_month``: total * 30.4375 / the observed span in days
+    (first transaction to as-of, whole days, at least one month), in the same order."""
+    span = (
+        f"greatest(CAST((as_of_ts - first_ts) // {SECONDS_PER_DAY} AS DOUBLE), {DAYS_PER_MONTH!r})"
+    )
+    return f"CAST({total} AS DOUBLE) * {DAYS_PER_MONTH!r} / {span}"
+
+
+def _money_per_month(pence: str) -> str:
+    return _numpy_round(f"{_per_month(pence)} / CAST({PENCE_PER_POUND} AS DOUBLE)", 2)
+
+
+def features_sql(path: Path, now: datetime, *, withhold: bool = True, dated: bool = False) -> str:
     """The whole job as one query: raw CSV in, one feature row per customer out.
     ``withhold=False`` keeps the customers outside the API's bounds (``finish_run``
-    withholds them, naming them in the report)."""
+    withholds them, naming them in the report). ``dated``: decision-date mode, reading
+    the ``decision_windows`` table registered on the connection."""
     header, delimiter = read_header(path)
     level1 = ",\n    ".join(
         f"{op}({column}) AS {name}" for name, op, column in AGGREGATES
@@ -472,6 +518,18 @@ def features_sql(path: Path, now: datetime, *, withhold: bool = True) -> str:
         f"CAST({expr} AS {'DOUBLE' if name in _FLOAT_FEATURES else 'BIGINT'}) AS {name}"
         for name, expr in _feature_columns().items()
     )
+    if dated:  # the rows in each customer's window; time counts from its decision
+        window_rows = (
+            f"SELECT used.* FROM used JOIN {WINDOWS} w USING ({ID}) "
+            "WHERE ts_seconds < w.decision_ts AND ts_seconds >= w.window_start_ts"
+        )
+        as_of = (
+            "SELECT customers.*, w.decision_ts AS as_of_ts "
+            f"FROM customers JOIN {WINDOWS} w USING ({ID})"
+        )
+    else:
+        window_rows = "SELECT * FROM used"
+        as_of = "SELECT *, max(last_ts) OVER () AS as_of_ts FROM customers"
     return f"""{checked_sql(path, header, delimiter, now, dedup=False)},
 used AS MATERIALIZED (
   -- A transaction id reused by a later valid row: the first in file order wins.
@@ -479,16 +537,19 @@ used AS MATERIALIZED (
   FROM checked WHERE reason IS NULL
   QUALIFY rn = min(rn) OVER (PARTITION BY transaction_id)
 ),
+windowed AS (
+  {window_rows}
+),
 descriptions AS (
   -- Text work once per distinct description, as in features.text.describe_distinct.
   SELECT description, {_flags_sql()}
   FROM (SELECT description, {_clean_sql("description")} AS description_clean
-        FROM (SELECT DISTINCT description FROM used))
+        FROM (SELECT DISTINCT description FROM windowed))
 ),
 rows AS (
   SELECT {ID},
     {_row_columns()}
-  FROM used JOIN descriptions USING (description)
+  FROM windowed JOIN descriptions USING (description)
 ),
 customer_months AS (
   SELECT {ID}, month,
@@ -504,7 +565,7 @@ customers AS (
   FROM customer_months GROUP BY {ID}
 ),
 dated AS (
-  SELECT *, max(last_ts) OVER () AS as_of_ts FROM customers
+  {as_of}
 )
 SELECT * FROM (
 SELECT {ID},
@@ -525,6 +586,11 @@ def _within_bounds() -> str:
 
 
 _FLOAT_FEATURES = {
+    "transactions_per_month",
+    "credit_per_month",
+    "debit_per_month",
+    "gambling_per_month",
+    "fees_per_month",
     "total_debit",
     "total_credit",
     "avg_amount",
@@ -536,12 +602,24 @@ _FLOAT_FEATURES = {
 }
 
 
-def counts_sql(path: Path, now: datetime) -> str:
-    """Rows per status (used / duplicate / quarantine reason) and per finding on used rows."""
+def counts_sql(path: Path, now: datetime, *, dated: bool = False) -> str:
+    """Rows per status (used / duplicate / quarantine reason) and per finding on used rows;
+    ``dated``: also per window rule (``decision_windows`` registered)."""
     header, delimiter = read_header(path)
     findings = ",\n  ".join(
         f"count(*) FILTER (WHERE status = {lit(USED)} AND ({expr})) AS {code}"
         for code, expr in _findings().items()
+    )
+    windows = ",\n  ".join(
+        f"count(*) FILTER (WHERE status = {lit(USED)} AND ({expr})) AS {code}"
+        if dated
+        else f"0 AS {code}"
+        for code, expr in _window_checks().items()
+    )
+    joined = (
+        f"SELECT * FROM classified LEFT JOIN {WINDOWS} w USING ({ID})"
+        if dated
+        else "SELECT * FROM classified"
     )
     return f"""{checked_sql(path, header, delimiter, now)},
 classified AS (
@@ -553,11 +631,20 @@ classified AS (
       ELSE {lit(USED)}
     END AS status
   FROM checked
-)
+),
+placed AS ({joined})
 SELECT status, count(*) AS rows, sum(copies - 1) AS duplicates,
   max(CASE WHEN status = {lit(USED)} THEN ts_seconds END) AS as_of_ts,
-  {findings}
-FROM classified GROUP BY status"""
+  {findings},
+  {windows}
+FROM placed GROUP BY status"""
+
+
+def valid_customers_sql(path: Path, now: datetime) -> str:
+    """Every customer with a valid row (the engine contract's ``valid_customers``)."""
+    header, delimiter = read_header(path)
+    return f"""{checked_sql(path, header, delimiter, now, dedup=False)}
+SELECT DISTINCT {ID} FROM checked WHERE reason IS NULL"""
 
 
 def rows_with_reason(path: Path, now: datetime, reason: str) -> pd.DataFrame:
@@ -580,20 +667,33 @@ def connect(threads: int | None = None, memory_limit: str | None = None) -> Conn
     return con
 
 
-def run_features(path: Path, now: datetime, con: Connection | None = None) -> pd.DataFrame:
+def register_window(con: Connection, window: Window | None) -> None:
+    """Make ``decision_windows`` the run's table of decision dates (decision mode only)."""
+    if window is not None:
+        con.register(WINDOWS, window.frame())
+
+
+def run_features(
+    path: Path, now: datetime, con: Connection | None = None, window: Window | None = None
+) -> pd.DataFrame:
     """Per-customer features, columns ``customer_id`` + ``FEATURE_NAMES``, sorted by id."""
     con = con or connect()
+    register_window(con, window)
     with prepare(path) as source:
-        return con.execute(features_sql(source.path, now)).df()
+        return con.execute(features_sql(source.path, now, dated=window is not None)).df()
 
 
-def run_tally(path: Path, now: datetime, con: Connection | None = None) -> Tally:
+def run_tally(
+    path: Path, now: datetime, con: Connection | None = None, window: Window | None = None
+) -> Tally:
     """Row accounting as the engine contract's ``Tally``: rows in, used, duplicate, and the
     count per rule (malformed and non-UTF-8 rows from DuckDB's rejects table or the shared
     scan). No example values: this engine only counts."""
     con = con or connect()
+    register_window(con, window)
     with prepare(path) as source:
-        frame = con.execute(counts_sql(source.path, now)).df().set_index("status")
+        sql = counts_sql(source.path, now, dated=window is not None)
+        frame = con.execute(sql).df().set_index("status")
         set_aside = source.set_aside
     # One rejected line can carry several errors; an encoding error decides its reason.
     rejected = con.execute(
@@ -610,7 +710,7 @@ def run_tally(path: Path, now: datetime, con: Connection | None = None) -> Tally
         tally.add(C.INVALID_UTF8 if bad_utf8 else C.MALFORMED_ROW, int(n), [])
     for code, n in set_aside.items():
         tally.add(code, n, [])
-    for code in _findings():
+    for code in (*_findings(), *_window_checks()):
         tally.add(code, int(frame[str(code)].sum()), [])
     tally.rows_used = by_status.get(USED, 0)
     tally.rows_duplicate = int(frame["duplicates"].sum())
@@ -644,17 +744,24 @@ def run_duckdb(
     now: datetime,
     generated_at: datetime | None = None,
     con: Connection | None = None,
+    lookback_days: int | None = None,
 ) -> RunResult:
     """The job on DuckDB, filling the engine contract like pandas and Spark (the report
     has counts but no example values; quarantined rows are counted, not written)."""
     started = time.monotonic()
     con = con or connect()
-    label_result = read_labels(labels) if labels is not None else None
+    lookback = lookback_or_requested(lookback_days)
+    label_result = read_labels(labels, now) if labels is not None else None
+    window = decision_window(label_result, lookback)
     header, delimiter = read_header(path)
     columns = map_columns(header, TRANSACTION_ALIASES, TRANSACTION_REQUIRED, "transactions")
-    tally = run_tally(path, now, con)
+    tally = run_tally(path, now, con, window)
+    valid = None
     with prepare(path) as source:
-        features = con.execute(features_sql(source.path, now, withhold=False)).df()
+        dated = window is not None
+        features = con.execute(features_sql(source.path, now, withhold=False, dated=dated)).df()
+        if dated:
+            valid = pd.Index(con.execute(valid_customers_sql(source.path, now)).df()[ID])
     return finish_run(
         engine=ENGINE,
         tally=tally,
@@ -664,6 +771,8 @@ def run_duckdb(
         rows_quarantined=tally.rows_in - tally.rows_used - tally.rows_duplicate,
         started=started,
         generated_at=generated_at or now,
+        window=window,
+        valid_customers=valid,
     )
 
 

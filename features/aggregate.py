@@ -81,6 +81,40 @@ class CustomerCodes:
     def decode(self, codes: np.ndarray) -> np.ndarray:
         return self._ids.to_numpy()[codes]
 
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def ids(self) -> pd.Index:
+        """Every customer id encoded so far, in code order."""
+        return self._ids
+
+
+# decision_ts of a customer without a decision date (real ones are positive).
+NO_DECISION = np.iinfo(np.int64).min
+
+
+class DecisionLookup:
+    """Each customer code's decision instant (``NO_DECISION`` when it has none), filled in
+    as new customers get codes. ``decisions``: customer_id -> decision instant."""
+
+    def __init__(self, decisions: pd.Series, codes: CustomerCodes) -> None:
+        self._decisions = decisions
+        self._codes = codes
+        self._by_code = np.empty(0, dtype=np.int64)
+
+    def __call__(self, customer_code: np.ndarray) -> np.ndarray:
+        known = len(self._codes)
+        if known > len(self._by_code):
+            new = self._codes.decode(np.arange(len(self._by_code), known))
+            found = self._decisions.reindex(new).fillna(NO_DECISION).astype(np.int64)
+            self._by_code = np.concatenate([self._by_code, found.to_numpy()])
+        return self._by_code[customer_code]
+
+
+def in_window(ts: np.ndarray, decision: np.ndarray, lookback_seconds: int) -> np.ndarray:
+    """The window rule (``features.engine``): decision - lookback <= ts < decision."""
+    return (decision != NO_DECISION) & (ts < decision) & (ts >= decision - lookback_seconds)
+
 
 def aggregate(
     customer_code: np.ndarray, amount_pence: np.ndarray, ts: np.ndarray, description: pa.Array

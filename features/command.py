@@ -14,10 +14,11 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from features.engine import QuarantineSink, RunResult
+from features.engine import REQUESTED_LOOKBACK_DAYS, QuarantineSink, RunResult
 from features.pipeline import DEFAULT_CHUNK_ROWS
 from features.publish import FORMATS, OutputSink, run_and_publish
 from features.report import summary_line
+from features.rules import DEFAULT_LOOKBACK_DAYS
 from features.schema import InputError
 
 log = logging.getLogger("features")
@@ -67,6 +68,14 @@ def parse_args(
         "rule; default: now. Set it to make reruns reproducible",
     )
     parser.add_argument(
+        "--lookback-days",
+        type=int,
+        default=DEFAULT_LOOKBACK_DAYS,
+        help="with decision dates in the labels: days of history before each customer's "
+        f"decision date its features use (default {DEFAULT_LOOKBACK_DAYS}); without them "
+        "every transaction is used",
+    )
+    parser.add_argument(
         "--chunk-rows",
         type=int,
         default=DEFAULT_CHUNK_ROWS,
@@ -95,6 +104,8 @@ def parse_args(
         args.labels = DEFAULT_LABELS
     if args.chunk_rows < 1:
         parser.error("--chunk-rows must be at least 1")
+    if args.lookback_days < 1:
+        parser.error("--lookback-days must be at least 1")
     return args
 
 
@@ -103,11 +114,15 @@ def execute(args: argparse.Namespace, sink: OutputSink, run: EngineRun) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     generated_at = datetime.now(UTC)
     now = args.now or generated_at
+    # The lookback reaches engines that were not handed one (features.engine).
+    requested = REQUESTED_LOOKBACK_DAYS.set(args.lookback_days)
     try:
         result = run_and_publish(sink, lambda quarantine: run(quarantine, now, generated_at))
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        REQUESTED_LOOKBACK_DAYS.reset(requested)
     log.info("%s: %s", args.engine, summary_line(result.report))
     for path in sink.written:
         print(path)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from features.text import CATEGORIES
 from featurespec import (
+    DAYS_PER_MONTH,
     EXTRA_BOUNDS,
     FEATURE_NAMES,
     FEATURES,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # numpy and pandas are imported where used
 
 __all__ = [
     "AGGREGATES",
+    "DAYS_PER_MONTH",
     "EXTRA_BOUNDS",
     "FEATURES",
     "FEATURE_NAMES",
@@ -58,7 +60,9 @@ __all__ = [
     "Feature",
     "feature_bounds",
     "finalise",
+    "month_span",
     "out_of_bounds",
+    "per_month",
 ]
 
 PENCE_PER_POUND = 100
@@ -115,17 +119,38 @@ def _pounds(pence: pd.Series) -> pd.Series:
     return (pence.astype("int64") / PENCE_PER_POUND).round(2)
 
 
-def finalise(aggregates: pd.DataFrame, months: pd.DataFrame, as_of_ts: int) -> pd.DataFrame:
+def month_span(as_of_ts: pd.Series | int, first_ts: pd.Series) -> pd.Series:
+    """Days of observed history per customer as a rate's denominator: whole days from the
+    first transaction to the as-of point, never less than one month (``DAYS_PER_MONTH``)."""
+    import numpy as np
+
+    days = (as_of_ts - first_ts.astype("int64")) // SECONDS_PER_DAY
+    return np.maximum(days.astype("float64"), DAYS_PER_MONTH)
+
+
+def per_month(total: pd.Series, span_days: pd.Series) -> pd.Series:
+    """``total`` per month of observed history (float64; the caller rounds). Multiplying
+    first keeps the arithmetic the same in every engine: total * 30.4375 is exact."""
+    return total.astype("int64").astype("float64") * DAYS_PER_MONTH / span_days
+
+
+def finalise(
+    aggregates: pd.DataFrame, months: pd.DataFrame, as_of_ts: int | pd.Series
+) -> pd.DataFrame:
     """Features from the combined aggregate table.
 
     ``aggregates`` is indexed by customer_id with the ``AGGREGATES`` columns; ``months``
     has one row per (customer_id, month) with ``salary_in_month``; ``as_of_ts`` is the
-    batch's as-of instant (latest valid transaction) in epoch seconds.
+    as-of point time features count from, in UK wall-clock epoch seconds: the batch's
+    (latest valid transaction) for every customer, or one per customer (a Series indexed
+    by customer_id: the start of each customer's decision date).
     """
     import numpy as np
     import pandas as pd
 
     a = aggregates.sort_index()
+    if isinstance(as_of_ts, pd.Series):
+        as_of_ts = as_of_ts.reindex(a.index).astype("int64")
     n = a["n"].astype("int64")
     debit = a["debit_pence"].astype("int64")
     credit = a["credit_pence"].astype("int64")
@@ -151,5 +176,12 @@ def finalise(aggregates: pd.DataFrame, months: pd.DataFrame, as_of_ts: int) -> p
     out["salary_month_share"] = share.fillna(0.0).round(4)
     span = (a["last_ts"] - a["first_ts"]) // SECONDS_PER_DAY + 1
     out["active_days"] = span.clip(1, MAX_DAYS).astype("int64")
+    observed = month_span(as_of_ts, a["first_ts"])
+    out["transactions_per_month"] = per_month(n, observed).round(4)
+    out["credit_per_month"] = (per_month(credit, observed) / PENCE_PER_POUND).round(2)
+    out["debit_per_month"] = (per_month(debit, observed) / PENCE_PER_POUND).round(2)
+    gambling = per_month(a["gambling_pence"], observed)
+    out["gambling_per_month"] = (gambling / PENCE_PER_POUND).round(2)
+    out["fees_per_month"] = per_month(a["n_fee"], observed).round(4)
     out.index.name = ID
     return out[list(FEATURE_NAMES)]

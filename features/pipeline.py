@@ -5,7 +5,9 @@ each chunk is deduplicated against hashes of everything seen before, validated, 
 reduced to partial per-customer aggregates; partials are combined exactly at the end.
 Every input row ends in exactly one place: used, removed as duplicate, or quarantined. A
 row is what ``features.records`` says it is (the reader never skips one), and a customer
-whose features fall outside the range the API accepts is withheld, not published.
+whose features fall outside the range the API accepts is withheld, not published. With
+decision dates (``features.engine.Window``) only the rows in each customer's window are
+aggregated; the others are counted under ``WINDOW_RULES``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ import pyarrow.compute as pc
 
 from features import aggregate
 from features.definitions import finalise
-from features.engine import QuarantineCollector, QuarantineSink, RunResult, finish_run
+from features.engine import (
+    QuarantineCollector,
+    QuarantineSink,
+    RunResult,
+    Window,
+    decision_window,
+    finish_run,
+    lookback_or_requested,
+)
 from features.labels import read_labels
 from features.quality import REASON_INDEX, REASON_NAMES, ParsedChunk, parse_chunk
 from features.reader import (
@@ -44,6 +54,7 @@ from features.rules import (
     RAW_LINE,
     READER_RULES,
     REASON,
+    WINDOW_RULES,
     RuleCode,
     example_column,
     require_every_rule,
@@ -66,6 +77,7 @@ _DECIDED_HERE = (
     RuleCode.INVALID_UTF8,
     RuleCode.DUPLICATE,
     RuleCode.CONFLICTING_TRANSACTION_ID,
+    *WINDOW_RULES,  # by the decision window, in _aggregate
 )
 
 
@@ -158,7 +170,12 @@ class _TransactionJob:
     """State for one streaming pass over a transactions file."""
 
     def __init__(
-        self, header: list[str], delimiter: str, now: datetime, on_quarantine: QuarantineSink
+        self,
+        header: list[str],
+        delimiter: str,
+        now: datetime,
+        on_quarantine: QuarantineSink,
+        window: Window | None = None,
     ) -> None:
         self.columns = map_columns(
             header, TRANSACTION_ALIASES, TRANSACTION_REQUIRED, "transactions"
@@ -174,6 +191,10 @@ class _TransactionJob:
         self.partial_rows = 0
         self.tally = Tally()
         self.checked = False
+        self.window = window
+        self.decision_of = (
+            aggregate.DecisionLookup(window.decisions, self.customer_codes) if window else None
+        )
 
     def process(self, batch: pa.RecordBatch) -> None:
         """Deduplicate, validate and aggregate one chunk of rows (see ``features.reader``)."""
@@ -218,7 +239,7 @@ class _TransactionJob:
         self._record_quarantine(text, canonical, reason, duplicate, lines, raw)
         self._record_findings(parsed, canonical, used)
         if used.any():
-            self._aggregate(parsed, used)
+            self._aggregate(parsed, canonical, used)
 
     def _record_quarantine(
         self,
@@ -257,22 +278,54 @@ class _TransactionJob:
             values = canonical[example_column(code, canonical)]
             self.tally.add(code, int(mask.sum()), _example_values(values, mask))
 
-    def _aggregate(self, parsed: ParsedChunk, used: np.ndarray) -> None:
+    def _aggregate(
+        self, parsed: ParsedChunk, canonical: dict[str, pa.Array], used: np.ndarray
+    ) -> None:
         keep = pa.array(used)
         ts = parsed.ts[used]
         latest = int(ts.max())
         self.tally.as_of_ts = max(latest, self.tally.as_of_ts or latest)
+        codes = self.customer_codes.encode(parsed.customer_id.filter(keep))
+        amount = parsed.amount_pence[used]
+        description = parsed.description.filter(keep)
+        if self.window is not None and self.decision_of is not None:
+            inside = self._window(codes, ts, canonical, used)
+            if not inside.all():
+                codes, amount, ts = codes[inside], amount[inside], ts[inside]
+                description = description.filter(pa.array(inside))
+            if not len(ts):
+                return
         partial = aggregate.aggregate(
-            customer_code=self.customer_codes.encode(parsed.customer_id.filter(keep)),
-            amount_pence=parsed.amount_pence[used],
-            ts=ts,
-            description=parsed.description.filter(keep),
+            customer_code=codes, amount_pence=amount, ts=ts, description=description
         )
         self.partials.append(partial)
         self.partial_rows += len(partial[0]) + len(partial[1])
         if self.partial_rows > COMPACT_PARTIAL_ROWS and len(self.partials) > 1:
             self.partials = [aggregate.combine(self.partials)]
             self.partial_rows = len(self.partials[0][0]) + len(self.partials[0][1])
+
+    def _window(
+        self,
+        codes: np.ndarray,
+        ts: np.ndarray,
+        canonical: dict[str, pa.Array],
+        used: np.ndarray,
+    ) -> np.ndarray:
+        """Which used rows lie in their customer's window; the others are counted."""
+        assert self.window is not None and self.decision_of is not None
+        decision = self.decision_of(codes)
+        inside = aggregate.in_window(ts, decision, self.window.lookback_seconds)
+        dated = decision != aggregate.NO_DECISION
+        positions = np.flatnonzero(used)
+        for code, outside in (
+            (RuleCode.NO_DECISION_DATE, ~dated),
+            (RuleCode.OUTSIDE_DECISION_WINDOW, dated & ~inside),
+        ):
+            mask = np.zeros(len(used), dtype=bool)
+            mask[positions[outside]] = True
+            values = canonical[example_column(code, canonical)]
+            self.tally.add(code, int(outside.sum()), _example_values(values, mask))
+        return inside
 
 
 def quarantine_frame(
@@ -302,13 +355,15 @@ def run_pipeline(
     generated_at: datetime | None = None,
     on_quarantine: QuarantineSink | None = None,
     progress_seconds: float = 5.0,
+    lookback_days: int | None = None,
 ) -> RunResult:
     """Run the whole job. Raises ``InputError`` when an input cannot be used at all.
 
     ``now`` is the run's instant for the future-timestamp rule (default: the clock);
     ``generated_at`` the report's time stamp (default: ``now``). Quarantined rows are
     handed to ``on_quarantine`` chunk by chunk (so they can be streamed to a file);
-    without a sink they are collected into the result.
+    without a sink they are collected into the result. ``lookback_days`` applies when the
+    labels carry decision dates (default: ``features.engine.lookback_or_requested``).
     """
     now = now or datetime.now(UTC)
     collector = None if on_quarantine is not None else QuarantineCollector()
@@ -322,9 +377,11 @@ def run_pipeline(
         sink(frame)
 
     started = time.monotonic()
-    label_result = read_labels(labels) if labels is not None else None
+    lookback = lookback_or_requested(lookback_days)
+    label_result = read_labels(labels, now) if labels is not None else None
+    window = decision_window(label_result, lookback)
     stream = open_csv(transactions, "transactions")
-    job = _TransactionJob(stream.header, stream.delimiter, now, counting_sink)
+    job = _TransactionJob(stream.header, stream.delimiter, now, counting_sink, window)
     last_log = time.monotonic()
     for batch in rechunk(prefetch(stream.batches), chunk_rows):
         job.process(batch)
@@ -339,10 +396,14 @@ def run_pipeline(
         engine=ENGINE,
         tally=job.tally,
         shape=InputShape.from_header(stream.header, stream.delimiter, job.columns),
-        features=finalise(customers, months, job.tally.as_of_ts or 0).reset_index(),
+        features=finalise(
+            customers, months, window.decisions if window else job.tally.as_of_ts or 0
+        ).reset_index(),
         labels=label_result,
         rows_quarantined=quarantined,
         started=started,
         generated_at=generated_at or now,
         quarantine=collector.frame() if collector is not None else None,
+        window=window,
+        valid_customers=job.customer_codes.ids() if window else None,
     )

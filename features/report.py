@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from features.definitions import FEATURE_NAMES, ID, MAX_ABS_MONEY
+from features.definitions import FEATURE_NAMES, ID, MAX_ABS_MONEY, SECONDS_PER_DAY
 from features.quality import UK_ZONE
 from features.rules import LABEL_RULES, LARGE_AMOUNT_PENCE, RULES, Rule, RuleCode
 from features.tally import InputShape, Tally
@@ -39,6 +39,64 @@ WITHHELD_RULE = (
     "the customer is left out of the features, training set and predictions"
 )
 WITHHELD_EXAMPLES = 5
+BATCH_MODE, DECISION_MODE = "batch_as_of", "decision_dates"
+BATCH_RULE = (
+    "no decision dates: every valid transaction is used, and time features and per-month "
+    "rates count from as_of (the latest valid transaction of the batch)"
+)
+DECISION_RULE = (
+    "each labelled customer's features use only its valid transactions strictly before its "
+    "decision date and at most lookback_days before it; time features and per-month rates "
+    "count from the start of the decision date. Customers without a decision date get no "
+    "features (their rows: no_decision_date); rows outside a window: outside_decision_window"
+)
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Which mode ran: one batch-wide as-of, or per-customer decision dates and a lookback."""
+
+    mode: str
+    rule: str
+    lookback_days: int | None = None
+    customers_with_decision_date: int | None = None
+    first_decision_date: str | None = None
+    last_decision_date: str | None = None
+    customers_without_decision_date: int | None = None
+    customers_without_window_transactions: int | None = None
+
+    @property
+    def dated(self) -> bool:
+        return self.mode == DECISION_MODE
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "mode": self.mode,
+            "rule": self.rule,
+            "lookback_days": self.lookback_days,
+        }
+        if self.dated:
+            out |= {
+                "customers_with_decision_date": self.customers_with_decision_date,
+                "decision_dates": {
+                    "first": self.first_decision_date,
+                    "last": self.last_decision_date,
+                },
+                "customers_without_decision_date": self.customers_without_decision_date,
+                "customers_without_window_transactions": (
+                    self.customers_without_window_transactions
+                ),
+            }
+        return out
+
+
+def iso_dates(wall_seconds: pd.Series) -> pd.Series:
+    """UK wall-clock seconds at the start of a day -> the date, ``YYYY-MM-DD``."""
+    import numpy as np
+    import pandas as pd
+
+    days = (wall_seconds.to_numpy(dtype=np.int64) // SECONDS_PER_DAY).astype("datetime64[D]")
+    return pd.Series(days.astype(str), index=wall_seconds.index, dtype=object)
 
 
 @dataclass(frozen=True)
@@ -113,6 +171,7 @@ class Report:
     feature_nulls: int
     elapsed_seconds: float
     labels: LabelReport | None = None
+    decisions: Decisions = Decisions(BATCH_MODE, BATCH_RULE)
 
     def count(self, code: RuleCode) -> int:
         """How many rows ``code`` matched (0 for a rule that is not a transaction rule)."""
@@ -128,6 +187,7 @@ class Report:
             "generated_at": self.generated_at,
             "engine": self.engine,
             "as_of": self.as_of,
+            "decisions": self.decisions.to_dict(),
             "transactions_file": {
                 "columns": list(shape.columns),
                 "mapped": dict(shape.mapped),
@@ -215,12 +275,45 @@ def build_report(
     generated_at: datetime,
     elapsed: float,
     engine: str,
+    decision_dates: pd.Series | None = None,
+    lookback_days: int | None = None,
+    featured: pd.Index | None = None,
+    valid_customers: pd.Index | None = None,
 ) -> Report:
-    """The report of one run from what its engine counted."""
+    """The report of one run from what its engine counted. With decision dates
+    (``decision_dates``: customer_id -> start of its decision date), ``featured`` is every
+    customer with features before withholding and ``valid_customers`` every customer with a
+    valid row."""
+    import pandas as pd
+
     customers = set(features[ID])
+    decisions = Decisions(BATCH_MODE, BATCH_RULE)
+    seen = dated = None
+    if decision_dates is not None:
+        dated = pd.Index(decision_dates.index)
+        seen = pd.Index(valid_customers if valid_customers is not None else [])
+        dates = iso_dates(decision_dates)
+        decisions = Decisions(
+            DECISION_MODE,
+            DECISION_RULE,
+            lookback_days=lookback_days,
+            customers_with_decision_date=len(dated),
+            first_decision_date=str(dates.min()) if len(dates) else None,
+            last_decision_date=str(dates.max()) if len(dates) else None,
+            customers_without_decision_date=len(seen.difference(dated)),
+            customers_without_window_transactions=len(
+                seen.intersection(dated).difference(pd.Index(featured))
+            ),
+        )
     label_report = None
     if labels is not None:
         labelled = set(labels.labels.index)
+        if seen is not None:  # customers that had rows, whether or not a window kept any
+            without_label = len(seen.difference(dated))
+            without_transactions = len(dated.difference(seen))
+        else:
+            without_label = len(customers - labelled)
+            without_transactions = len(labelled - customers)
         label_report = LabelReport(
             rows_in=labels.rows_in,
             rows_used=len(labels.labels),
@@ -228,8 +321,8 @@ def build_report(
             rows_quarantined=len(labels.quarantine),
             checks=tuple(CheckCount(r, labels.counts.get(r.code, 0)) for r in LABEL_RULES),
             default_rate=round(float(labels.labels.mean()), 4) if len(labels.labels) else None,
-            customers_without_label=len(customers - labelled),
-            labels_without_transactions=len(labelled - customers),
+            customers_without_label=without_label,
+            labels_without_transactions=without_transactions,
             training_rows=len(customers & labelled),
         )
     return Report(
@@ -251,6 +344,7 @@ def build_report(
         feature_nulls=int(features[list(FEATURE_NAMES)].isna().sum().sum()),
         elapsed_seconds=round(elapsed, 3),
         labels=label_report,
+        decisions=decisions,
     )
 
 
@@ -292,6 +386,19 @@ def _visible(char: str) -> str:
     return char
 
 
+def _mode_line(decisions: dict[str, Any]) -> str:
+    if decisions["mode"] != DECISION_MODE:
+        return f"Mode: batch-wide as-of date ({decisions['rule']})."
+    dates = decisions["decision_dates"]
+    return (
+        f"Mode: decision dates, lookback {decisions['lookback_days']} days; "
+        f"{decisions['customers_with_decision_date']:,} customers with a decision date "
+        f"({dates['first']} to {dates['last']}); without a decision date: "
+        f"{decisions['customers_without_decision_date']:,}; with a decision date but no "
+        f"transaction in the window: {decisions['customers_without_window_transactions']:,}."
+    )
+
+
 def render_markdown(report: Report) -> str:
     """A short human-readable version of the report (``dq_report.md``)."""
     return _markdown(report.to_dict())
@@ -302,6 +409,8 @@ def _markdown(report: dict[str, Any]) -> str:
         "# Data-quality report",
         "",
         f"Generated {report['generated_at']}; data as of {report['as_of']}.",
+        "",
+        _mode_line(report["decisions"]),
         "",
         "| rows in | used | duplicate | quarantined | customers |",
         "|---:|---:|---:|---:|---:|",

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from features.definitions import ID, TARGET
-from features.schema import TRANSACTION_ALIASES
+from features.schema import DECISION_DATE, TRANSACTION_ALIASES
 
 
 class RuleCode(StrEnum):
@@ -49,8 +49,13 @@ class RuleCode(StrEnum):
     QUOTED_LINE_BREAK = "quoted_line_break"
     NON_ISO_TIMESTAMP = "non_iso_timestamp"
     LARGE_AMOUNT = "large_amount"
+    NO_DECISION_DATE = "no_decision_date"
+    OUTSIDE_DECISION_WINDOW = "outside_decision_window"
     INVALID_LABEL = "invalid_label"
     CONFLICTING_LABEL = "conflicting_label"
+    MISSING_DECISION_DATE = "missing_decision_date"
+    INVALID_DECISION_DATE = "invalid_decision_date"
+    CONFLICTING_DECISION_DATE = "conflicting_decision_date"
 
 
 class RuleKind(StrEnum):
@@ -59,6 +64,9 @@ class RuleKind(StrEnum):
     QUARANTINED = "quarantined"  # set aside with the rule's code as its reason
     REMOVED = "removed"  # an exact duplicate: one copy kept, the others dropped
     KEPT = "kept"  # a finding: the row is used, repaired or flagged
+    # A valid row (counted in rows_used) that lies outside its customer's decision window,
+    # so it enters no feature. Only with decision dates (features/README.md).
+    OUTSIDE_WINDOW = "outside_window"
 
 
 @dataclass(frozen=True)
@@ -84,8 +92,12 @@ MAX_RECORD_BYTES = 4 << 20
 MAX_COLUMNS = 1000
 # How many example values the report keeps per rule.
 EXAMPLES_PER_CHECK = 5
+# Days of history before a customer's decision date its features use (with decision dates).
+DEFAULT_LOOKBACK_DAYS = 180
+# Accepted forms of a decision date: ISO 8601 or UK day-first, a date without a time.
+DECISION_DATE_FORMS = ("YYYY-MM-DD", "DD/MM/YYYY")
 
-Q, R, K = RuleKind.QUARANTINED, RuleKind.REMOVED, RuleKind.KEPT
+Q, R, K, W = RuleKind.QUARANTINED, RuleKind.REMOVED, RuleKind.KEPT, RuleKind.OUTSIDE_WINDOW
 C = RuleCode
 
 RULES: tuple[Rule, ...] = (
@@ -211,10 +223,27 @@ RULES: tuple[Rule, ...] = (
         "kept; flagged as outlier",
         f"|amount| of £{LARGE_AMOUNT_PENCE // 100:,} or more.",
     ),
+    Rule(
+        C.NO_DECISION_DATE,
+        W,
+        "customer_id",
+        "kept out of the features",
+        "Labels carry decision dates but none for this row's customer (unlabelled, or its "
+        "label row was quarantined), so the row has no decision window.",
+    ),
+    Rule(
+        C.OUTSIDE_DECISION_WINDOW,
+        W,
+        "timestamp",
+        "kept out of the features",
+        "On or after the customer's decision date, or more than the lookback before it.",
+    ),
 )
 RULES_BY_CODE: dict[RuleCode, Rule] = {r.code: r for r in RULES}
 QUARANTINE_ORDER: tuple[RuleCode, ...] = tuple(r.code for r in RULES if r.kind is Q)
 FINDINGS: tuple[RuleCode, ...] = tuple(r.code for r in RULES if r.kind is K)
+# Valid rows kept out of the features by the decision window, in table order.
+WINDOW_RULES: tuple[RuleCode, ...] = tuple(r.code for r in RULES if r.kind is W)
 # Reasons decided while cutting the file into rows (features.records / features.reader),
 # in the order of the reader's reason numbers.
 READER_RULES: tuple[RuleCode, ...] = (C.UNTERMINATED_QUOTE, C.MALFORMED_ROW, C.NUL_BYTE)
@@ -224,11 +253,33 @@ LABEL_RULES: tuple[Rule, ...] = (
     Rule(C.MISSING_CUSTOMER_ID, Q, ID, "quarantined", "Customer id empty."),
     Rule(C.INVALID_LABEL, Q, TARGET, "quarantined", "Label is not 0/1 (or true/false)."),
     Rule(
+        C.MISSING_DECISION_DATE,
+        Q,
+        DECISION_DATE,
+        "quarantined; customer treated as unlabelled",
+        "Decision date empty while other label rows have one.",
+    ),
+    Rule(
+        C.INVALID_DECISION_DATE,
+        Q,
+        DECISION_DATE,
+        "quarantined; customer treated as unlabelled",
+        f"Decision date not a real date in an accepted form ({', '.join(DECISION_DATE_FORMS)}), "
+        f"or before {EARLIEST_TIMESTAMP:%Y-%m-%d} or after the run's date (UK).",
+    ),
+    Rule(
         C.CONFLICTING_LABEL,
         Q,
         TARGET,
         "quarantined; customer treated as unlabelled",
         "Same customer labelled both 0 and 1.",
+    ),
+    Rule(
+        C.CONFLICTING_DECISION_DATE,
+        Q,
+        DECISION_DATE,
+        "quarantined; customer treated as unlabelled",
+        "Same customer given two different decision dates.",
     ),
     Rule(C.MALFORMED_ROW, Q, ID, "quarantined", "Row has the wrong number of fields."),
     Rule(

@@ -46,8 +46,19 @@ LABEL_ALIASES: dict[str, tuple[str, ...]] = {
         "label",
         "is_default",
     ),
+    # Optional: the date the credit decision was made. When labels carry it, each
+    # customer's features use only transactions before it (features/README.md).
+    "decision_date": (
+        "decision_date",
+        "application_date",
+        "date_of_decision",
+        "date_of_application",
+        "decided_on",
+        "applied_on",
+    ),
 }
 LABEL_REQUIRED = ("customer_id", "defaulted")
+DECISION_DATE = "decision_date"
 
 
 def header_key(name: str) -> str:

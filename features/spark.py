@@ -47,7 +47,15 @@ from pyspark.sql.types import StringType
 from features import aggregate as pandas_aggregate
 from features.command import execute, parse_args
 from features.definitions import AGGREGATES, ID, MONTH_AGGREGATES, finalise
-from features.engine import QuarantineCollector, QuarantineSink, RunResult, finish_run
+from features.engine import (
+    QuarantineCollector,
+    QuarantineSink,
+    RunResult,
+    decision_window,
+    finish_run,
+    lookback_or_requested,
+)
+from features.engine import Window as DecisionWindow
 from features.labels import Labels, read_labels
 from features.publish import CSV, OutputFile
 from features.quality import (
@@ -74,6 +82,7 @@ from features.rules import (
     RAW_LINE,
     READER_RULES,
     REASON,
+    WINDOW_RULES,
     RuleCode,
     example_column,
     require_every_rule,
@@ -345,7 +354,12 @@ def classify(rows: DataFrame, header: Header, now: datetime) -> DataFrame:
         C.LARGE_AMOUNT: F.abs(pence) >= LARGE_AMOUNT_PENCE,
     }
     decided_by_order = (C.DUPLICATE, C.CONFLICTING_TRANSACTION_ID)
-    require_every_rule(ENGINE, (*checks, *findings, *decided_by_order), unsupported=UNSUPPORTED)
+    decided_by_window = WINDOW_RULES  # place_in_windows
+    require_every_rule(
+        ENGINE,
+        (*checks, *findings, *decided_by_order, *decided_by_window),
+        unsupported=UNSUPPORTED,
+    )
     reason = null
     for code in reversed(QUARANTINE_ORDER):
         if code in checks:  # the others are decided below, by file order, or unsupported
@@ -380,6 +394,36 @@ def classify(rows: DataFrame, header: Header, now: datetime) -> DataFrame:
     typed = typed.withColumn(REASON, final_reason)
     typed = typed.withColumn("used", ~col("is_duplicate") & col(REASON).isNull())
     return typed.drop("first_reason")
+
+
+WINDOW_RULE = "window_rule"
+
+
+def place_in_windows(
+    spark: SparkSession, classified: DataFrame, window: DecisionWindow | None
+) -> DataFrame:
+    """``classified`` with ``window_rule``: for a used row outside its customer's decision
+    window, the ``WINDOW_RULES`` code saying why (``features.engine``); else null. One
+    broadcast join with the (small) table of decision dates."""
+    if window is None:
+        return classified.withColumn(WINDOW_RULE, F.lit(None).cast("string"))
+    frame = window.frame()
+    decisions = spark.createDataFrame(
+        frame, schema="customer_id string, decision_ts long, window_start_ts long"
+    )
+    joined = classified.join(F.broadcast(decisions), on=ID, how="left")
+    ts = F.col("ts")
+    rule = (
+        F.when(~F.col("used"), F.lit(None).cast("string"))
+        .when(F.col("decision_ts").isNull(), F.lit(str(C.NO_DECISION_DATE)))
+        .when(
+            (ts >= F.col("decision_ts")) | (ts < F.col("window_start_ts")),
+            F.lit(str(C.OUTSIDE_DECISION_WINDOW)),
+        )
+    )
+    if WINDOW_RULES != (C.NO_DECISION_DATE, C.OUTSIDE_DECISION_WINDOW):
+        raise RuntimeError(f"window rules changed: {WINDOW_RULES}")
+    return joined.withColumn(WINDOW_RULE, rule).drop("decision_ts", "window_start_ts")
 
 
 # ---------------------------------------------------------------------------------------
@@ -472,6 +516,7 @@ def _count_expressions() -> list[Column]:
             for code in QUARANTINE_ORDER
         ),
         *(F.sum((used & F.col(f"finding_{c}")).cast("long")).alias(str(c)) for c in FINDINGS),
+        *(F.sum(_condition(c).cast("long")).alias(str(c)) for c in WINDOW_RULES),
         F.max(F.when(used, F.col("ts"))).alias("as_of_ts"),
     ]
 
@@ -481,6 +526,8 @@ def _condition(code: RuleCode) -> Column:
         return F.col("is_duplicate")
     if code in QUARANTINE_ORDER:
         return F.col(REASON) == str(code)
+    if code in WINDOW_RULES:
+        return F.coalesce(F.col(WINDOW_RULE) == str(code), F.lit(False))
     return F.col("used") & F.col(f"finding_{code}")
 
 
@@ -521,7 +568,7 @@ def _tally(classified: DataFrame, canonical: dict[str, int]) -> Tally:
         rows_duplicate=int(totals[str(C.DUPLICATE)] or 0),
         as_of_ts=None if totals["as_of_ts"] is None else int(totals["as_of_ts"]),
     )
-    codes = [C.DUPLICATE, *QUARANTINE_ORDER, *FINDINGS]
+    codes = [C.DUPLICATE, *QUARANTINE_ORDER, *FINDINGS, *WINDOW_RULES]
     examples = _examples(classified, [c for c in codes if totals[str(c)]], canonical)
     for code in codes:
         tally.add(code, int(totals[str(code)] or 0), examples.get(code, []))
@@ -568,7 +615,7 @@ def local_frames(frame: DataFrame, rows_per_chunk: int = 10_000) -> Iterator[pd.
         yield pd.DataFrame(pending, columns=columns, dtype=object)
 
 
-def read_labels_any(spark: SparkSession, path: str) -> Labels:
+def read_labels_any(spark: SparkSession, path: str, now: datetime | None = None) -> Labels:
     """Labels through the shared reader (same rules); the bytes come via Spark, so any
     Hadoop path works (``abfss://`` included). Label files are one row per customer."""
     try:
@@ -579,7 +626,7 @@ def read_labels_any(spark: SparkSession, path: str) -> Labels:
         raise
     if content is None:
         raise InputError("labels: file not found")
-    return read_labels(io.BytesIO(bytes(content[0])))
+    return read_labels(io.BytesIO(bytes(content[0])), now)
 
 
 def run_spark(
@@ -591,25 +638,34 @@ def run_spark(
     generated_at: datetime | None = None,
     on_quarantine: QuarantineSink | None = None,
     multiline: bool = True,
+    lookback_days: int | None = None,
 ) -> RunResult:
     """The Part 1 job on Spark. Raises ``InputError`` when an input cannot be used.
 
     Quarantined rows are handed to ``on_quarantine`` in file order, a chunk at a time
     through the driver; without a sink they are collected into the result. ``multiline`` is
     accepted for compatibility: quoted line breaks are always read (``features.records``).
+    ``lookback_days`` applies when the labels carry decision dates.
     """
     started = time.monotonic()
     now = now or datetime.now(UTC)
-    label_result = read_labels_any(spark, labels) if labels is not None else None
+    lookback = lookback_or_requested(lookback_days)
+    label_result = read_labels_any(spark, labels, now) if labels is not None else None
+    window = decision_window(label_result, lookback)
     header = read_header(spark, transactions, "transactions")
     columns = map_columns(header.names, TRANSACTION_ALIASES, TRANSACTION_REQUIRED, "transactions")
     rows, lines = read_rows(spark, transactions, header)
-    classified = classify(rows, header, now).persist()
+    classified = place_in_windows(spark, classify(rows, header, now), window).persist()
     try:
         tally = _tally(classified, columns.positions)
+        in_window = F.col("used") & F.col(WINDOW_RULE).isNull()
         customers, months = aggregate(
-            derive_rows(classified.where(F.col("used")), non_letter_class(spark))
+            derive_rows(classified.where(in_window), non_letter_class(spark))
         )
+        valid = None
+        if window is not None:
+            seen = classified.where(F.col("used")).select(ID).distinct().toPandas()
+            valid = pd.Index(seen[ID].astype(str))
         collector = None if on_quarantine is not None else QuarantineCollector()
         sink = on_quarantine or collector
         assert sink is not None
@@ -619,12 +675,16 @@ def run_spark(
             engine=ENGINE,
             tally=tally,
             shape=InputShape.from_header(header.names, header.delimiter, columns),
-            features=finalise(customers, months, tally.as_of_ts or 0).reset_index(),
+            features=finalise(
+                customers, months, window.decisions if window else tally.as_of_ts or 0
+            ).reset_index(),
             labels=label_result,
             rows_quarantined=tally.rows_in - tally.rows_used - tally.rows_duplicate,
             started=started,
             generated_at=generated_at or now,
             quarantine=collector.frame() if collector is not None else None,
+            window=window,
+            valid_customers=valid,
         )
     finally:
         classified.unpersist()
@@ -736,6 +796,7 @@ def run_command(args: argparse.Namespace) -> int:
             now=now,
             generated_at=generated_at,
             on_quarantine=quarantine,
+            lookback_days=args.lookback_days,
         ),
     )
 

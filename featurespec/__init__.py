@@ -18,6 +18,11 @@ MAX_DAYS = 365
 # publishes a value the API would refuse.
 MAX_ABS_MONEY = 1e10
 MAX_COUNT = 10**9
+# One month of history, in days: a Julian year over twelve (exact in binary floating point,
+# so every engine computes the same rates to the last bit). Per-month rates divide by the
+# customer's observed span in these units, and never by less than one month
+# (features/README.md, "Months of history").
+DAYS_PER_MONTH = 30.4375
 # Sign rules from the team contract (total_debit <= 0, credits and debit sizes >= 0, ...)
 # that a feature's kind alone does not imply.
 EXTRA_BOUNDS: dict[str, dict[str, float]] = {
@@ -26,6 +31,9 @@ EXTRA_BOUNDS: dict[str, dict[str, float]] = {
     "max_debit": {"ge": 0},
     "gambling_spend": {"ge": 0},
     "salary_month_share": {"le": 1},
+    "credit_per_month": {"ge": 0},
+    "debit_per_month": {"le": 0},
+    "gambling_per_month": {"ge": 0},
 }
 KIND_BOUNDS: dict[str, tuple[float, float]] = {
     "count": (0, MAX_COUNT),
@@ -112,7 +120,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature(
         "days_since_last_salary",
         "days",
-        "Whole days from the last salary credit to the batch's as-of date, capped at 365.",
+        "Whole days from the last salary credit to the as-of point (the start of the "
+        "customer's decision date, or the batch's as-of), capped at 365.",
         "A stopped salary is the strongest early sign of default.",
         "365 (the cap) when no salary was seen",
     ),
@@ -128,6 +137,41 @@ FEATURES: tuple[Feature, ...] = (
         "days",
         "Days from first to last transaction, plus one, capped at 365.",
         "Length of observed history; short histories make every other feature noisier.",
+    ),
+    # Rates per month of observed history: the totals above grow with the length of the
+    # history, these do not, so a model using them scores a customer alike on two months
+    # of history or six. "Months" is the span from the customer's first transaction to the
+    # as-of point (the decision date, or the batch's as-of), at least one month.
+    Feature(
+        "transactions_per_month",
+        "ratio",
+        "num_transactions per month of observed history.",
+        "Activity level that does not grow with the length of the history.",
+    ),
+    Feature(
+        "credit_per_month",
+        "money",
+        "total_credit per month of observed history, in GBP (zero or positive).",
+        "Income and inflows per month: comparable across history lengths.",
+    ),
+    Feature(
+        "debit_per_month",
+        "money",
+        "total_debit per month of observed history, in GBP (zero or negative).",
+        "Outgoings per month: comparable across history lengths.",
+    ),
+    Feature(
+        "gambling_per_month",
+        "money",
+        "gambling_spend per month of observed history, in GBP (zero or positive).",
+        "Gambling spend per month: an affordability red flag that does not grow with the "
+        "length of the history.",
+    ),
+    Feature(
+        "fees_per_month",
+        "ratio",
+        "fee_count per month of observed history.",
+        "Bank fees per month: strain on the account, comparable across history lengths.",
     ),
 )
 
