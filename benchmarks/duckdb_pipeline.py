@@ -54,7 +54,10 @@ from features.definitions import (
     FLAG_CATEGORIES,
     ID,
     MAX_DAYS,
+    MAX_RENT_BURDEN,
+    MAX_SPEND_TO_INCOME,
     PENCE_PER_POUND,
+    SALARY_GAP_DAYS,
     SECONDS_PER_DAY,
     feature_bounds,
 )
@@ -483,6 +486,10 @@ def _feature_columns() -> dict[str, str]:
         "debit_per_month": _money_per_month("debit_pence"),
         "gambling_per_month": _money_per_month("gambling_pence"),
         "fees_per_month": _numpy_round(_per_month("n_fee"), 4),
+        "spend_to_income": _capped_share("-debit_pence", MAX_SPEND_TO_INCOME, "debit_pence < 0"),
+        "rent_burden": _capped_share("rent_pence", MAX_RENT_BURDEN, "rent_pence > 0"),
+        "salary_stopped": f"CASE WHEN last_salary_ts IS NOT NULL AND "
+        f"(as_of_ts - last_salary_ts) // {SECONDS_PER_DAY} > {SALARY_GAP_DAYS} THEN 1 ELSE 0 END",
     }
     if list(features) != list(FEATURE_NAMES):
         raise RuntimeError(f"features changed: {FEATURE_NAMES} vs {list(features)}")
@@ -496,6 +503,16 @@ def _per_month(total: str) -> str:
         f"greatest(CAST((as_of_ts - first_ts) // {SECONDS_PER_DAY} AS DOUBLE), {DAYS_PER_MONTH!r})"
     )
     return f"CAST({total} AS DOUBLE) * {DAYS_PER_MONTH!r} / {span}"
+
+
+def _capped_share(pence: str, cap: float, without_income: str) -> str:
+    """``pence`` / credits, at most ``cap``; without credits, ``cap`` where
+    ``without_income`` holds, else 0 (``features.definitions.finalise``)."""
+    share = f"least(CAST({pence} AS DOUBLE) / CAST(credit_pence AS DOUBLE), {cap!r})"
+    return (
+        f"CASE WHEN credit_pence > 0 THEN {_numpy_round(share, 4)} "
+        f"WHEN {without_income} THEN {cap!r} ELSE 0.0 END"
+    )
 
 
 def _money_per_month(pence: str) -> str:
@@ -586,6 +603,8 @@ def _within_bounds() -> str:
 
 
 _FLOAT_FEATURES = {
+    "spend_to_income",
+    "rent_burden",
     "transactions_per_month",
     "credit_per_month",
     "debit_per_month",

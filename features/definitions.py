@@ -30,6 +30,9 @@ from featurespec import (
     MAX_ABS_MONEY,
     MAX_COUNT,
     MAX_DAYS,
+    MAX_RENT_BURDEN,
+    MAX_SPEND_TO_INCOME,
+    SALARY_GAP_DAYS,
     TARGET,
     Feature,
     feature_bounds,
@@ -52,9 +55,12 @@ __all__ = [
     "MAX_ABS_MONEY",
     "MAX_COUNT",
     "MAX_DAYS",
+    "MAX_RENT_BURDEN",
+    "MAX_SPEND_TO_INCOME",
     "MONTH_AGGREGATES",
     "PENCE_PER_POUND",
     "ROW_COLUMNS",
+    "SALARY_GAP_DAYS",
     "SECONDS_PER_DAY",
     "TARGET",
     "Feature",
@@ -183,5 +189,16 @@ def finalise(
     gambling = per_month(a["gambling_pence"], observed)
     out["gambling_per_month"] = (gambling / PENCE_PER_POUND).round(2)
     out["fees_per_month"] = per_month(a["n_fee"], observed).round(4)
+    spend = (-debit).astype("float64") / credit.where(credit > 0, 1).astype("float64")
+    no_income = np.where(debit < 0, MAX_SPEND_TO_INCOME, 0.0)
+    out["spend_to_income"] = np.where(credit > 0, np.minimum(spend, MAX_SPEND_TO_INCOME), no_income)
+    out["spend_to_income"] = out["spend_to_income"].round(4)
+    rent = a["rent_pence"].astype("int64")
+    burden = rent.astype("float64") / credit.where(credit > 0, 1).astype("float64")
+    unpaid_from = np.where(rent > 0, MAX_RENT_BURDEN, 0.0)
+    out["rent_burden"] = np.where(credit > 0, np.minimum(burden, MAX_RENT_BURDEN), unpaid_from)
+    out["rent_burden"] = out["rent_burden"].round(4)
+    gap = (as_of_ts - last_salary) // SECONDS_PER_DAY
+    out["salary_stopped"] = (gap > SALARY_GAP_DAYS).astype("int64")
     out.index.name = ID
     return out[list(FEATURE_NAMES)]

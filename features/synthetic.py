@@ -7,6 +7,16 @@ that stops, rent share of income, spending beyond income) and a known default
 probability. ``truth.csv`` holds that probability, so a model's AUC can be compared with
 the best achievable one (the oracle AUC).
 
+Decision dates: every customer applied for credit on a day between October 2024 and March
+2025 (``labels.csv`` has ``decision_date``; six monthly cohorts for out-of-time
+validation) after a history of a few weeks to over a year (thin, medium and long, in a
+mix that is a parameter). Its extract runs on to the end of its 90-day outcome window, as a
+real extract would: what happens after the decision (a salary that stops, arrears fees)
+follows from the outcome and is in the file, so a pipeline that reads past the decision
+date learns the outcome. The default probability depends on behaviour before the decision
+only, and the history's length carries no signal, so a model that does well here scores
+customers alike whatever the length of their history.
+
 With ``messy=True`` every data-quality problem of the team contract is injected at
 0.05-1% rates. Each damaged row breaks exactly one rule, and the first rule that matches
 in the contract's order is the injected one, so ``injected.json`` is an exact answer key
@@ -20,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import datetime
 import json
 import os
 import sys
@@ -36,30 +47,49 @@ import pyarrow.compute as pc
 from features.rules import RuleCode
 
 C = RuleCode
-# ~6 months of history ending at a fixed instant (never "today": output must not drift).
-START_TS = calendar.timegm((2025, 1, 1, 0, 0, 0))
+# The calendar the data lives in, fixed (never "today": output must not drift). Day 0 is
+# CALENDAR_START; every timestamp falls on or before END_TS.
+CALENDAR_START = datetime.date(2023, 7, 1)
+START_TS = calendar.timegm(CALENDAR_START.timetuple())
 END_TS = calendar.timegm((2025, 6, 30, 23, 59, 59))
-DAYS = 181
-MONTH_START_DAY = np.array([0, 31, 59, 90, 120, 151])  # Jan..Jun 2025, offsets from START
-MONTHS = len(MONTH_START_DAY)
-MONTH_ABBR = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN")
 SECONDS_PER_DAY = 86_400
-BONUS_MONTH = 2  # March: year-end bonuses
-
+DAYS = (END_TS + 1 - START_TS) // SECONDS_PER_DAY
+# First day of every calendar month from CALENDAR_START to one month past END_TS, as day
+# offsets, and each month's number (1-12).
+_MONTHS = np.arange(
+    np.datetime64(CALENDAR_START, "M"), np.datetime64("2025-08", "M"), dtype="datetime64[M]"
+)
+MONTH_START_DAY = (_MONTHS.astype("datetime64[D]") - np.datetime64(CALENDAR_START, "D")).astype(
+    np.int64
+)
+CALENDAR_MONTH = _MONTHS.astype(np.int64) % 12 + 1
+MONTH_ABBR = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+BONUS_CALENDAR_MONTH = 12  # December: year-end bonuses
+# Credit decisions (application dates) fall on days from DECISION_FIRST to DECISION_LAST:
+# six calendar-month cohorts, each followed by its 90-day outcome window before END_TS.
+DECISION_FIRST = datetime.date(2024, 10, 1)
+DECISION_LAST = datetime.date(2025, 3, 31)
+# Each applicant's extract runs to the end of its outcome window: the transactions after
+# the decision are in the file, as in a real extract, and must not reach the features.
+OUTCOME_DAYS = 90
+# History before the decision, in days (low inclusive, high exclusive), by kind; the mix is
+# a parameter. Thin files have a few weeks, long ones more than the default lookback.
+HISTORY_DAYS = {"thin": (14, 61), "medium": (61, 183), "long": (183, 401)}
+DEFAULT_HISTORY_MIX = (0.15, 0.45, 0.4)
 TARGET_DEFAULT_RATE = 0.12
 # Customers per generation block. Fixed, so output bytes never depend on the machine.
 BLOCK_CUSTOMERS = 20_000
 # Clean amounts stay below £10,000 so `large_amount` appears only where injected.
 MAX_CLEAN_PENCE = 999_999
 
-LAYOUTS: dict[str, tuple[tuple[str, ...], tuple[str, str]]] = {
+LAYOUTS: dict[str, tuple[tuple[str, ...], tuple[str, str, str]]] = {
     "brief": (
         ("customer_id", "transaction_id", "amount", "type", "description", "timestamp"),
-        ("customer_id", "defaulted"),
+        ("customer_id", "defaulted", "decision_date"),
     ),
     "handover": (
         ("transaction_id", "customer_id", "txn_timestamp", "amount", "txn_type", "description"),
-        ("customer_id", "defaulted_within_90d"),
+        ("customer_id", "defaulted_within_90d", "application_date"),
     ),
 }
 # Output header name -> canonical field.
@@ -67,6 +97,7 @@ FIELD_OF = {
     "txn_timestamp": "timestamp",
     "txn_type": "type",
     "defaulted_within_90d": "defaulted",
+    "application_date": "decision_date",
 }
 
 # Injection rates (share of a block's rows), in the contract's first-match order.
@@ -99,6 +130,24 @@ LABEL_RATES: dict[str, float] = {  # rule codes where a rule is injected
     "duplicate_label": 0.003,
     "labels_without_transactions": 0.003,
 }
+# With decision dates: label rows whose date is empty, not a date, or contradicted.
+DATE_RATES: dict[str, float] = {
+    C.MISSING_DECISION_DATE: 0.002,
+    C.INVALID_DECISION_DATE: 0.002,
+    "conflicting_date_customers": 0.002,
+}
+# Accepted-as-valid date spelling in messy labels (no rule fires): UK day-first.
+UK_DATE_RATE = 0.01
+INVALID_DATES = (
+    "2025-02-30",
+    "31/04/2025",
+    "2025/01/15",
+    "15-01-2025",
+    "2025-1-5",
+    "yesterday",
+    "1985-06-01",
+    "2099-01-01",
+)
 INVALID_AMOUNTS = ("1e308", "NaN", "inf", "-inf", "12.3.4", "abc", "1.2e3", "--5.00")
 INVALID_TIMESTAMPS = (
     "2025-02-30T10:00:00",
@@ -301,25 +350,44 @@ def _weighted_choice(rng: np.random.Generator, weights: np.ndarray, n: int) -> n
     return rng.choice(len(weights), size=n, p=np.asarray(weights) / np.sum(weights))
 
 
-def _first_month(start_day: np.ndarray, day_of_month: np.ndarray) -> np.ndarray:
-    """First month (0..6) whose given day falls on or after the customer's first day."""
-    month = np.searchsorted(MONTH_START_DAY, start_day, side="right") - 1
-    before = MONTH_START_DAY[month] + day_of_month - 1 < start_day
+def _first_month(day: np.ndarray, day_of_month: np.ndarray) -> np.ndarray:
+    """Index of the first calendar month whose given day falls on or after ``day``."""
+    month = np.searchsorted(MONTH_START_DAY, day, side="right") - 1
+    before = MONTH_START_DAY[month] + day_of_month - 1 < day
     return month + before
 
 
-def customer_profiles(n: int, rng: np.random.Generator) -> pd.DataFrame:
-    """Per-customer behaviour parameters and the true default probability."""
+def _day_of(date: datetime.date) -> int:
+    return (date - CALENDAR_START).days
+
+
+def customer_profiles(
+    n: int,
+    rng: np.random.Generator,
+    default_rate: float = TARGET_DEFAULT_RATE,
+    history_mix: tuple[float, float, float] = DEFAULT_HISTORY_MIX,
+) -> pd.DataFrame:
+    """Per-customer behaviour parameters, decision date and history, and the true default
+    probability. The probability depends on behaviour before the decision only; the length
+    of the history is drawn independently of risk, so it carries no signal of its own."""
     z = rng.standard_normal(n)
     p = pd.DataFrame({"z": z})
     p["salaried"] = rng.random(n) < _sigmoid(1.6 - 0.9 * z)
     income = np.exp(rng.normal(np.log(2300), 0.35, n) - 0.15 * z)
     p["income_pence"] = np.round(np.clip(income, 800, 8500) * 100).astype(np.int64)
-    p["start_day"] = np.where(rng.random(n) < 0.85, 0, rng.integers(1, 121, n))
-    p["months_active"] = (DAYS - p["start_day"]) / (DAYS / MONTHS)
+    first, last = _day_of(DECISION_FIRST), _day_of(DECISION_LAST)
+    p["decision_day"] = rng.integers(first, last + 1, n)
+    kind = _weighted_choice(rng, np.asarray(history_mix, dtype=float), n)
+    bounds = np.array(list(HISTORY_DAYS.values()))
+    p["history_days"] = rng.integers(bounds[kind, 0], bounds[kind, 1])
+    p["open_day"] = p["decision_day"] - p["history_days"]
+    p["end_day"] = p["decision_day"] + OUTCOME_DAYS
+    p["months_active"] = (p["end_day"] - p["open_day"]) / 30.4375
     stopped = p["salaried"] & (rng.random(n) < _sigmoid(-2.4 + 1.0 * z))
     p["salary_stopped"] = stopped
-    p["stop_month"] = np.where(stopped, rng.integers(2, 6, n), MONTHS)
+    # A stopped salary stops before the decision (the applicant's behaviour, seen by the
+    # lender); the last payday falls 10-150 days before it.
+    p["stop_day"] = np.where(stopped, p["decision_day"] - rng.integers(10, 151, n), p["end_day"])
     p["payday"] = rng.integers(24, 29, n)
     p["employer"] = _weighted_choice(rng, np.array([w for _, w in EMPLOYERS]), n)
     p["renter"] = rng.random(n) < 0.6
@@ -340,7 +408,7 @@ def customer_profiles(n: int, rng: np.random.Generator) -> pd.DataFrame:
     p["gamble_per_month"] = np.where(gambler, np.exp(rng.normal(np.log(4) + 0.4 * z, 0.5)), 0)
     share = np.clip(np.exp(rng.normal(np.log(0.03) + 0.5 * z, 0.6)), 0.002, 0.5)
     p["gamble_share"] = np.where(gambler, share, 0.0)
-    p["fees_per_month"] = np.exp(-2.5 + 1.1 * z + rng.normal(0, 0.4, n))
+    p["fees_per_month"] = np.exp(-1.5 + 1.1 * z + rng.normal(0, 0.4, n))
     p["spend_ratio"] = np.clip(0.9 + 0.1 * z + rng.normal(0, 0.08, n), 0.55, 1.5)
     p["bonus"] = p["salaried"] & (rng.random(n) < 0.24 * _sigmoid(-z))
     p["grocer"] = _weighted_choice(rng, GROCER_WEIGHTS, n)
@@ -350,15 +418,20 @@ def customer_profiles(n: int, rng: np.random.Generator) -> pd.DataFrame:
         0.5 * z
         + 1.6 * stopped
         + 0.8 * ~p["salaried"]
-        + 4.0 * (p["rent_share"] - 0.27) * p["renter"]
+        + 4.0 * np.clip(p["rent_share"] - 0.15, 0, None)
         + 0.5 * gambler
         + 0.6 * gambler * (np.log(share) - np.log(0.03))
-        + 0.5 * (np.log(p["fees_per_month"]) + 2.5)
+        + 0.5 * (np.log(p["fees_per_month"]) + 1.5)
         + 3.0 * (p["spend_ratio"] - 0.9)
         - 0.4 * p["bonus"]
     ).to_numpy(dtype=float)
-    p["true_probability"] = _sigmoid(eta + _intercept_for_rate(eta, TARGET_DEFAULT_RATE))
+    p["true_probability"] = _sigmoid(eta + _intercept_for_rate(eta, default_rate))
     p["defaulted"] = rng.random(n) < p["true_probability"]
+    # What follows a default (never a cause of it): a salary that stops in the outcome
+    # window, and arrears fees. A pipeline that read past the decision date would see it.
+    after = p["defaulted"] & p["salaried"] & ~stopped & (rng.random(n) < 0.6)
+    p["stop_day"] = np.where(after, p["decision_day"] + rng.integers(0, 61, n), p["stop_day"])
+    p["arrears_fees"] = rng.poisson(np.where(p["defaulted"], 3.0, 0.3))
     return p
 
 
@@ -374,28 +447,46 @@ def _intercept_for_rate(eta: np.ndarray, rate: float) -> float:
     return (low + high) / 2
 
 
+def _monthly_span(
+    first_day: np.ndarray, stop_day: np.ndarray, day_of_month: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(first month, number of months) whose given day falls in [first_day, stop_day)."""
+    first = _first_month(first_day, day_of_month)
+    stop = _first_month(np.maximum(stop_day, first_day), day_of_month)
+    return first, np.maximum(stop - first, 0)
+
+
+def bonus_days(p: pd.DataFrame) -> list[np.ndarray]:
+    """Per bonus month in the calendar: each customer's bonus day, or -1 if it gets none."""
+    out = []
+    payday = p["payday"].to_numpy()
+    start, stop = p["open_day"].to_numpy(), p["stop_day"].to_numpy()
+    for month in np.flatnonzero(CALENDAR_MONTH == BONUS_CALENDAR_MONTH):
+        day = MONTH_START_DAY[month] + payday - 1
+        paid = p["bonus"].to_numpy() & (start <= day) & (day < stop)
+        out.append(np.where(paid, day, -1))
+    return out
+
+
 def structured_counts(p: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Per customer: first month and number of monthly rows of each structured kind."""
+    """Per customer: first month and number of monthly rows of each structured kind, and
+    the number of bonus and post-decision arrears-fee rows."""
     out: dict[str, np.ndarray] = {}
-    start = p["start_day"].to_numpy()
-    first = _first_month(start, p["payday"].to_numpy())
-    out["salary_first"] = first
-    # A salaried customer is paid at least once in the window (if it has a payday in it).
-    paid = np.maximum(p["stop_month"].to_numpy(), np.minimum(first + 1, MONTHS)) - first
-    out["salary_n"] = paid * p["salaried"].to_numpy()
-    first = _first_month(start, p["rent_day"].to_numpy())
-    out["rent_first"] = first
-    out["rent_n"] = (MONTHS - first) * p["renter"].to_numpy()
+    start, end = p["open_day"].to_numpy(), p["end_day"].to_numpy()
+    stop = np.minimum(p["stop_day"].to_numpy(), end)
+    first, count = _monthly_span(start, stop, p["payday"].to_numpy())
+    out["salary_first"], out["salary_n"] = first, count * p["salaried"].to_numpy()
+    first, count = _monthly_span(start, end, p["rent_day"].to_numpy())
+    out["rent_first"], out["rent_n"] = first, count * p["renter"].to_numpy()
     for k in range(3):
-        first = _first_month(start, p[f"sub{k}_day"].to_numpy())
+        first, count = _monthly_span(start, end, p[f"sub{k}_day"].to_numpy())
         out[f"sub{k}_first"] = first
-        out[f"sub{k}_n"] = (MONTHS - first) * (p["n_subs"].to_numpy() > k)
-    bonus_day = MONTH_START_DAY[BONUS_MONTH] + p["payday"].to_numpy() - 1
-    out["bonus_n"] = (
-        p["bonus"].to_numpy() & (start <= bonus_day) & (p["stop_month"].to_numpy() > BONUS_MONTH)
-    ).astype(np.int64)
+        out[f"sub{k}_n"] = count * (p["n_subs"].to_numpy() > k)
+    out["bonus_n"] = sum((d >= 0).astype(np.int64) for d in bonus_days(p))
+    out["fee_n"] = p["arrears_fees"].to_numpy()
     out = {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
-    out["total"] = sum(out[f"{k}_n"] for k in ("salary", "rent", "sub0", "sub1", "sub2", "bonus"))
+    kinds = ("salary", "rent", "sub0", "sub1", "sub2", "bonus", "fee")
+    out["total"] = sum(out[f"{k}_n"] for k in kinds)
     return out
 
 
@@ -403,9 +494,11 @@ def rows_per_customer(
     p: pd.DataFrame, structured_total: np.ndarray, rows: int, rng: np.random.Generator
 ) -> np.ndarray:
     """Rows per customer summing to ``rows``: all structured rows plus at least one more
-    when there is room, else a thinner history (structured rows are then truncated)."""
+    when there is room, else a thinner history (structured rows are then truncated). The
+    rest goes by activity times the days the customer's extract spans."""
     n = len(p)
-    weights = p["activity"].to_numpy() / p["activity"].sum()
+    weights = (p["activity"] * (p["end_day"] - p["open_day"])).to_numpy(dtype=float)
+    weights /= weights.sum()
     spare = rows - int(structured_total.sum()) - n
     if spare >= 0:
         return structured_total + 1 + rng.multinomial(spare, weights)
@@ -450,6 +543,24 @@ def _spread(
     return target[cust] * weights / np.where(total > 0, total, 1)[cust]
 
 
+def _spread_monthly(
+    monthly: np.ndarray,
+    cust: np.ndarray,
+    day: np.ndarray,
+    weights: np.ndarray,
+    floor: float = 0.0,
+) -> np.ndarray:
+    """Split each customer's ``monthly`` total over its rows of each calendar month in
+    proportion to ``weights`` (at least ``floor`` per row), so any run of whole months
+    holds about that many months' worth, wherever the rows fell."""
+    month = np.searchsorted(MONTH_START_DAY, day, side="right") - 1
+    groups, group = np.unique(cust * len(MONTH_START_DAY) + month, return_inverse=True)
+    owner = groups // len(MONTH_START_DAY)
+    rows = np.bincount(group, minlength=len(groups))
+    target = np.maximum(monthly[owner], floor * rows)
+    return _spread(target, group, weights, len(groups))
+
+
 def generate_block(
     p: pd.DataFrame,
     counts: dict[str, np.ndarray],
@@ -464,10 +575,16 @@ def generate_block(
     # Structured rows, in priority order (kept first when a history is thin).
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     payday = p["payday"].to_numpy()
+    months_per_year = len(MONTH_ABBR)
     cust, month = _monthly(local, counts["salary_first"], counts["salary_n"])
     income = p["income_pence"].to_numpy()
     amount = income[cust] * (1 + rng.normal(0, 0.01, len(cust)))
-    desc = vocab.offset[K["salary"]] + p["employer"].to_numpy()[cust] * MONTHS + month
+    desc = (
+        vocab.offset[K["salary"]]
+        + p["employer"].to_numpy()[cust] * months_per_year
+        + CALENDAR_MONTH[month]
+        - 1
+    )
     day = MONTH_START_DAY[month] + payday[cust] - 1
     parts.append(
         (
@@ -480,7 +597,12 @@ def generate_block(
     )
     cust, month = _monthly(local, counts["rent_first"], counts["rent_n"])
     amount = (income * p["rent_share"].to_numpy())[cust]
-    desc = vocab.offset[K["rent"]] + p["rent_style"].to_numpy()[cust] * MONTHS + month
+    desc = (
+        vocab.offset[K["rent"]]
+        + p["rent_style"].to_numpy()[cust] * months_per_year
+        + CALENDAR_MONTH[month]
+        - 1
+    )
     day = MONTH_START_DAY[month] + p["rent_day"].to_numpy()[cust] - 1
     parts.append(
         (
@@ -505,8 +627,9 @@ def generate_block(
                 day * SECONDS_PER_DAY + rng.integers(0, SECONDS_PER_DAY, len(cust)),
             )
         )
-    cust = np.repeat(local, counts["bonus_n"])
-    day = MONTH_START_DAY[BONUS_MONTH] + payday[cust] - 1
+    days = np.concatenate(bonus_days(p)) if len(p) else np.empty(0, dtype=np.int64)
+    owners = np.tile(local, len(days) // max(m, 1))
+    cust, day = owners[days >= 0], days[days >= 0]
     parts.append(
         (
             cust,
@@ -514,6 +637,19 @@ def generate_block(
             income[cust] * rng.uniform(0.3, 1.5, len(cust)),
             vocab.offset[K["bonus"]] + rng.integers(0, vocab.size[K["bonus"]], len(cust)),
             day * SECONDS_PER_DAY + rng.integers(0, 6 * 3600, len(cust)),
+        )
+    )
+    # Arrears fees in the outcome window (mostly defaulters'): after the decision.
+    cust = np.repeat(local, counts["fee_n"])
+    decision, end = p["decision_day"].to_numpy()[cust], p["end_day"].to_numpy()[cust]
+    day = decision + (rng.random(len(cust)) * (end - decision)).astype(np.int64)
+    parts.append(
+        (
+            cust,
+            np.full(len(cust), K["fee"]),
+            FEE_PENCE[rng.integers(0, len(FEE_PENCE), len(cust))].astype(float),
+            vocab.offset[K["fee"]] + rng.integers(0, vocab.size[K["fee"]], len(cust)),
+            day * SECONDS_PER_DAY + rng.integers(3 * 3600, 6 * 3600, len(cust)),
         )
     )
     s_cust, s_kind, s_amount, s_desc, s_time = (np.concatenate(x) for x in zip(*parts, strict=True))
@@ -572,8 +708,13 @@ def generate_block(
         + rng.integers(0, GROCER_VARIANTS, len(r_cust)),
         r_desc,
     )
-    start_day = p["start_day"].to_numpy()
-    day = start_day[r_cust] + (rng.random(len(r_cust)) * (DAYS - start_day[r_cust])).astype(int)
+    # Days anywhere in the customer's extract, except the first random row of each, which
+    # falls before the decision (every applicant has some history).
+    open_day, end_day = p["open_day"].to_numpy()[r_cust], p["end_day"].to_numpy()[r_cust]
+    first_of_customer = np.zeros(len(r_cust), dtype=bool)
+    first_of_customer[np.cumsum(random_n)[random_n > 0] - random_n[random_n > 0]] = True
+    end_day = np.where(first_of_customer, p["decision_day"].to_numpy()[r_cust], end_day)
+    day = open_day + (rng.random(len(r_cust)) * (end_day - open_day)).astype(np.int64)
     time_of_day = np.clip(rng.normal(13.5 * 3600, 3.5 * 3600, len(r_cust)), 6 * 3600, 86_000)
     night = np.mod(rng.normal(21 * 3600, 3 * 3600, len(r_cust)), SECONDS_PER_DAY)
     time_of_day = np.where(r_kind == K["gambling"], night, time_of_day)
@@ -587,8 +728,8 @@ def generate_block(
     expected_income = income * months_active
     is_kind = {name: r_kind == K[name] for name in RANDOM_KINDS}
     sel = is_kind["gig"]
-    target = expected_income * np.exp(rng.normal(0, 0.15, m))
-    r_amount[sel] = _spread(target, r_cust[sel], rng.gamma(2.0, size=sel.sum()), m)
+    target = income * np.exp(rng.normal(0, 0.15, m))
+    r_amount[sel] = _spread_monthly(target, r_cust[sel], day[sel], rng.gamma(2.0, size=sel.sum()))
     sel = is_kind["transfer_in"]
     r_amount[sel] = rng.lognormal(np.log(6000), 0.8, sel.sum())
     r_amount[is_kind["gambling_win"]] = rng.lognormal(
@@ -597,8 +738,8 @@ def generate_block(
     r_amount[is_kind["trap_credit"]] = rng.integers(1, 300, is_kind["trap_credit"].sum())
     r_amount[is_kind["fee"]] = FEE_PENCE[rng.integers(0, len(FEE_PENCE), is_kind["fee"].sum())]
     sel = is_kind["gambling"]
-    target = p["gamble_share"].to_numpy() * expected_income
-    r_amount[sel] = _spread(target, r_cust[sel], rng.gamma(0.8, size=sel.sum()), m)
+    target = p["gamble_share"].to_numpy() * income
+    r_amount[sel] = _spread_monthly(target, r_cust[sel], day[sel], rng.gamma(0.8, size=sel.sum()))
     fixed = np.bincount(
         s_cust, np.where(CREDIT_KINDS[s_kind], 0, s_amount), minlength=m
     ) + np.bincount(r_cust, r_amount * (is_kind["fee"] | is_kind["gambling"]), minlength=m)
@@ -608,14 +749,16 @@ def generate_block(
     fixed += np.bincount(
         r_cust, r_amount * np.isin(r_kind, [K[k] for k in TYPICAL_PENCE]), minlength=m
     )
+    # Lumps carry the rest of the habitual outgoings month by month (card bills, transfers
+    # and cash are paid from each month's income), so any window of months shows the
+    # customer's spending ratio, not the luck of where a few large payments fell.
     sel = np.isin(r_kind, [K[k] for k in LUMP_SCALE])
-    n_lump = np.bincount(r_cust[sel], minlength=m)
-    target = np.maximum(p["spend_ratio"].to_numpy() * expected_income - fixed, 2000 * n_lump)
+    monthly = (p["spend_ratio"].to_numpy() * expected_income - fixed) / months_active
     scale = np.zeros(len(KINDS))
     for name, value in LUMP_SCALE.items():
         scale[K[name]] = value
     weights = rng.gamma(2.0, size=sel.sum()) * scale[r_kind[sel]]
-    r_amount[sel] = _spread(target, r_cust[sel], weights, m)
+    r_amount[sel] = _spread_monthly(monthly, r_cust[sel], day[sel], weights, floor=2000)
 
     kind = np.concatenate([s_kind, r_kind])
     magnitude = np.clip(np.round(np.concatenate([s_amount, r_amount])), 1, MAX_CLEAN_PENCE)
@@ -867,41 +1010,85 @@ def format_block(
 # ---------------------------------------------------------------------------------------
 
 
+def _date_text(days: np.ndarray, uk: np.ndarray | None = None) -> list[str]:
+    """Calendar days (offsets from CALENDAR_START) as ISO dates, or DD/MM/YYYY where ``uk``."""
+    dates = np.datetime64(CALENDAR_START, "D") + np.asarray(days, dtype=np.int64)
+    iso = np.datetime_as_string(dates, unit="D").tolist()
+    if uk is None:
+        return iso
+    return [f"{d[8:10]}/{d[5:7]}/{d[0:4]}" if u else d for d, u in zip(iso, uk, strict=True)]
+
+
 def build_labels(
-    customer_ids: list[str], defaulted: np.ndarray, messy: bool, rng: np.random.Generator
-) -> tuple[list[tuple[str, str]], dict[str, int]]:
-    """Label rows (customer id, value text) and what was injected into them."""
+    customer_ids: list[str],
+    defaulted: np.ndarray,
+    messy: bool,
+    rng: np.random.Generator,
+    decision_day: np.ndarray | None = None,
+) -> tuple[list[tuple[str, ...]], dict[str, int]]:
+    """Label rows (customer id, value text[, decision date text]) and what was injected.
+    ``decision_day``: each customer's decision date (calendar-day offsets), or None for
+    labels without dates."""
     n = len(customer_ids)
     values = np.where(defaulted, "1", "0").astype(object)
+    dated = decision_day is not None
+    dates = np.array(_date_text(decision_day), dtype=object) if dated else None
     injected: dict[str, int] = {}
+
+    def row(i: int, value: str | None = None, date: str | None = None) -> tuple[str, ...]:
+        text = values[i] if value is None else value
+        if dates is None:
+            return (customer_ids[i], text)
+        return (customer_ids[i], text, dates[i] if date is None else date)
+
     if not messy:
-        return list(zip(customer_ids, values, strict=True)), injected
+        return [row(i) for i in range(n)], injected
     wanted = {k: int(rng.binomial(n, r)) for k, r in LABEL_RATES.items()}
+    if dated:
+        wanted |= {k: int(rng.binomial(n, r)) for k, r in DATE_RATES.items()}
     pool = rng.permutation(n)
     chosen: dict[str, np.ndarray] = {}
     used = 0
-    for key in ("customers_dropped", C.INVALID_LABEL, "conflicting_customers", "duplicate_label"):
+    keys = ["customers_dropped", C.INVALID_LABEL, "conflicting_customers", "duplicate_label"]
+    if dated:
+        keys += list(DATE_RATES)
+    for key in keys:
         chosen[key] = pool[used : used + wanted[key]]
         used += wanted[key]
     for i in chosen[C.INVALID_LABEL]:
         values[i] = INVALID_LABELS[rng.integers(len(INVALID_LABELS))]
+    if dates is not None:
+        # Accepted spelling first (a damaged row below overwrites its date anyway).
+        uk = rng.random(n) < UK_DATE_RATE
+        dates[:] = _date_text(decision_day, uk)  # type: ignore[arg-type]
+        for i in chosen[C.MISSING_DECISION_DATE]:
+            dates[i] = ""
+        for i in chosen[C.INVALID_DECISION_DATE]:
+            dates[i] = INVALID_DATES[rng.integers(len(INVALID_DATES))]
     keep = np.ones(n, dtype=bool)
     keep[chosen["customers_dropped"]] = False
-    base = [(customer_ids[i], values[i]) for i in np.flatnonzero(keep)]
-    extra = [
-        (customer_ids[i], "0" if values[i] == "1" else "1") for i in chosen["conflicting_customers"]
-    ]
-    extra += [(customer_ids[i], values[i]) for i in chosen["duplicate_label"]]
+    base = [row(i) for i in np.flatnonzero(keep)]
+    extra = [row(i, "0" if values[i] == "1" else "1") for i in chosen["conflicting_customers"]]
+    extra += [row(i) for i in chosen["duplicate_label"]]
+    related = [chosen["conflicting_customers"], chosen["duplicate_label"]]
+    if decision_day is not None:
+        later = decision_day + rng.integers(1, 31, n)
+        shifted = _date_text(later)
+        extra += [row(i, date=shifted[i]) for i in chosen["conflicting_date_customers"]]
+        related.append(chosen["conflicting_date_customers"])
     width = len(customer_ids[0]) - len("CUST_") if n else 6
-    orphans = [
-        (f"CUST_{n + k + 1:0{width}d}", "1" if rng.random() < TARGET_DEFAULT_RATE else "0")
-        for k in range(wanted["labels_without_transactions"])
-    ]
+    orphans = []
+    for k in range(wanted["labels_without_transactions"]):
+        value = "1" if rng.random() < TARGET_DEFAULT_RATE else "0"
+        orphan = (f"CUST_{n + k + 1:0{width}d}", value)
+        if decision_day is not None:
+            orphan += (_date_text(decision_day[[int(rng.integers(n))]])[0],)
+        orphans.append(orphan)
     extra += orphans
     # Extra rows land at random places after the row they relate to (files get appended to).
-    related = np.concatenate([chosen["conflicting_customers"], chosen["duplicate_label"]])
-    after = np.searchsorted(np.flatnonzero(keep), related) + 0.5
-    position = after + rng.random(len(related)) * (len(base) - after)
+    related_rows = np.concatenate(related)
+    after = np.searchsorted(np.flatnonzero(keep), related_rows) + 0.5
+    position = after + rng.random(len(related_rows)) * (len(base) - after)
     position = np.concatenate([position, rng.random(len(orphans)) * len(base)])
     order = np.argsort(np.concatenate([np.arange(len(base)), position]), kind="stable")
     combined = base + extra
@@ -910,11 +1097,13 @@ def build_labels(
     injected[C.CONFLICTING_LABEL] = 2 * len(chosen["conflicting_customers"])
     injected["duplicate_label"] = len(chosen["duplicate_label"])
     injected["labels_without_transactions"] = len(orphans)
-    injected["customers_without_label"] = (
-        len(chosen["customers_dropped"])
-        + len(chosen[C.INVALID_LABEL])
-        + len(chosen["conflicting_customers"])
-    )
+    unlabelled = ["customers_dropped", C.INVALID_LABEL, "conflicting_customers"]
+    if dated:
+        injected[C.MISSING_DECISION_DATE] = len(chosen[C.MISSING_DECISION_DATE])
+        injected[C.INVALID_DECISION_DATE] = len(chosen[C.INVALID_DECISION_DATE])
+        injected[C.CONFLICTING_DECISION_DATE] = 2 * len(chosen["conflicting_date_customers"])
+        unlabelled += list(DATE_RATES)
+    injected["customers_without_label"] = sum(len(chosen[k]) for k in unlabelled)
     return rows, injected
 
 
@@ -945,16 +1134,31 @@ def generate(
     layout: str = "brief",
     messy: bool = False,
     progress: Callable[[int], None] | None = None,
+    *,
+    default_rate: float = TARGET_DEFAULT_RATE,
+    history_mix: tuple[float, float, float] = DEFAULT_HISTORY_MIX,
+    decision_dates: bool = True,
 ) -> dict:
-    """Write transactions.csv, labels.csv, truth.csv, generation.json (+ injected.json)."""
+    """Write transactions.csv, labels.csv, truth.csv, generation.json (+ injected.json).
+
+    ``default_rate``: the mean true default probability; ``history_mix``: shares of thin,
+    medium and long histories before the decision (``HISTORY_DAYS``); ``decision_dates``:
+    False writes labels without the decision-date column (the transactions are the same).
+    """
     if customers < 1 or rows < customers:
         raise ValueError("need at least one customer and at least one row per customer")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
+    if not 0 < default_rate < 1:
+        raise ValueError("default_rate must lie strictly between 0 and 1")
+    if len(history_mix) != 3 or min(history_mix) < 0 or sum(history_mix) <= 0:
+        raise ValueError("history_mix needs three shares (thin, medium, long), not all zero")
     out_dir.mkdir(parents=True, exist_ok=True)
     txn_header, label_header = LAYOUTS[layout]
+    if not decision_dates:
+        label_header = label_header[:2]
     vocab = build_vocabulary()
-    profiles = customer_profiles(customers, _rng(seed, 0))
+    profiles = customer_profiles(customers, _rng(seed, 0), default_rate, history_mix)
     counts = structured_counts(profiles)
     n_rows = rows_per_customer(profiles, counts["total"], rows, _rng(seed, 1))
     width = max(6, len(str(customers)))
@@ -988,22 +1192,30 @@ def generate(
                 progress(next_txn - 1)
     os.replace(partial, path)
 
+    decision_day = profiles["decision_day"].to_numpy()
     label_rows, label_injected = build_labels(
-        ids, profiles["defaulted"].to_numpy(), messy, _rng(seed, 3)
+        ids,
+        profiles["defaulted"].to_numpy(),
+        messy,
+        _rng(seed, 3),
+        decision_day if decision_dates else None,
     )
-    lines = [",".join(label_header)] + [f"{c},{v}" for c, v in label_rows]
+    lines = [",".join(label_header)] + [",".join(r) for r in label_rows]
     (out_dir / "labels.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     truth = pd.DataFrame(
         {
             "customer_id": ids,
             "true_probability": profiles["true_probability"].round(6),
             "defaulted": profiles["defaulted"].astype(int),
+            "decision_date": _date_text(decision_day),
+            "history_days": profiles["history_days"],
         }
     )
     truth.to_csv(out_dir / "truth.csv", index=False, lineterminator="\n")
 
     oracle = auc(profiles["true_probability"].to_numpy(), profiles["defaulted"].to_numpy())
     oracle = None if np.isnan(oracle) else round(oracle, 6)  # one class only: undefined
+    history = profiles["history_days"]
     summary = {
         "parameters": {
             "rows": rows,
@@ -1012,9 +1224,17 @@ def generate(
             "layout": layout,
             "messy": messy,
             "block_customers": BLOCK_CUSTOMERS,
-            "target_default_rate": TARGET_DEFAULT_RATE,
+            "target_default_rate": default_rate,
+            "history_mix": dict(zip(HISTORY_DAYS, map(float, history_mix), strict=True)),
+            "decision_dates": decision_dates,
         },
-        "period": {"start": _iso(START_TS), "end": _iso(END_TS)},
+        "period": {
+            "start": _iso(START_TS),
+            "end": _iso(END_TS),
+            "decisions": {"first": str(DECISION_FIRST), "last": str(DECISION_LAST)},
+            "outcome_days": OUTCOME_DAYS,
+            "history_days": {k: list(v) for k, v in HISTORY_DAYS.items()},
+        },
         "files": {
             "transactions.csv": {"rows": rows, "columns": list(txn_header)},
             "labels.csv": {"rows": len(label_rows), "columns": list(label_header)},
@@ -1029,6 +1249,11 @@ def generate(
             "renter": round(float(profiles["renter"].mean()), 4),
             "gambler": round(float(profiles["gambler"].mean()), 4),
         },
+        "history_days": {
+            "median": int(history.median()),
+            "over_180": round(float((history > 180).mean()), 4),
+            "under_61": round(float((history < 61).mean()), 4),
+        },
     }
     if messy:
         all_injected = {**injected, **label_injected}
@@ -1037,6 +1262,13 @@ def generate(
         (out_dir / "injected.json").write_text(json.dumps(all_injected, indent=2) + "\n")
     (out_dir / "generation.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _shares(text: str) -> tuple[float, float, float]:
+    parts = [float(x) for x in text.split(",")]
+    if len(parts) != 3 or min(parts) < 0 or sum(parts) <= 0:
+        raise argparse.ArgumentTypeError("three shares: thin,medium,long (e.g. 0.15,0.45,0.4)")
+    return parts[0], parts[1], parts[2]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1052,11 +1284,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--messy", action="store_true", help="inject every data-quality problem of the contract"
     )
+    parser.add_argument(
+        "--default-rate",
+        type=float,
+        default=TARGET_DEFAULT_RATE,
+        help=f"mean true default probability (default {TARGET_DEFAULT_RATE})",
+    )
+    parser.add_argument(
+        "--history-mix",
+        type=_shares,
+        default=DEFAULT_HISTORY_MIX,
+        help="shares of thin (14-60 days), medium (61-182) and long (183-400) histories "
+        "before the decision, e.g. 0.15,0.45,0.4 (the default)",
+    )
+    parser.add_argument(
+        "--no-decision-dates",
+        action="store_true",
+        help="labels without the decision-date column (customer_id, defaulted)",
+    )
     args = parser.parse_args(argv)
     if args.customers < 1 or args.rows < args.customers:
         parser.error("--customers must be >= 1 and --rows >= --customers")
+    if not 0 < args.default_rate < 1:
+        parser.error("--default-rate must lie strictly between 0 and 1")
     started = time.perf_counter()
-    summary = generate(args.out, args.rows, args.customers, args.seed, args.layout, args.messy)
+    summary = generate(
+        args.out,
+        args.rows,
+        args.customers,
+        args.seed,
+        args.layout,
+        args.messy,
+        default_rate=args.default_rate,
+        history_mix=args.history_mix,
+        decision_dates=not args.no_decision_dates,
+    )
     elapsed = time.perf_counter() - started
     print(
         f"wrote {args.rows:,} transactions for {args.customers:,} customers to {args.out} "

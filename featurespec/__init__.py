@@ -23,6 +23,13 @@ MAX_COUNT = 10**9
 # customer's observed span in these units, and never by less than one month
 # (features/README.md, "Months of history").
 DAYS_PER_MONTH = 30.4375
+# A salary is "stopped" when the last one came more than this many whole days before the
+# as-of point: a monthly pay missed, with a few days' slack for weekends and holidays.
+SALARY_GAP_DAYS = 35
+# Caps of the shares (spend_to_income: ten times income, or no income seen; rent_burden:
+# all of it).
+MAX_SPEND_TO_INCOME = 10.0
+MAX_RENT_BURDEN = 1.0
 # Sign rules from the team contract (total_debit <= 0, credits and debit sizes >= 0, ...)
 # that a feature's kind alone does not imply.
 EXTRA_BOUNDS: dict[str, dict[str, float]] = {
@@ -34,6 +41,8 @@ EXTRA_BOUNDS: dict[str, dict[str, float]] = {
     "credit_per_month": {"ge": 0},
     "debit_per_month": {"le": 0},
     "gambling_per_month": {"ge": 0},
+    "spend_to_income": {"le": MAX_SPEND_TO_INCOME},
+    "rent_burden": {"le": MAX_RENT_BURDEN},
 }
 KIND_BOUNDS: dict[str, tuple[float, float]] = {
     "count": (0, MAX_COUNT),
@@ -172,6 +181,31 @@ FEATURES: tuple[Feature, ...] = (
         "ratio",
         "fee_count per month of observed history.",
         "Bank fees per month: strain on the account, comparable across history lengths.",
+    ),
+    # Shares and states that do not grow with the history either.
+    Feature(
+        "spend_to_income",
+        "ratio",
+        "Debits (as a positive sum) divided by credits, capped at 10; 10 when there are "
+        "debits but no credits, 0 when neither.",
+        "Spending beyond income precedes arrears; on its own, spending mostly tracks income.",
+        "always defined (the cap stands for 'no income seen')",
+    ),
+    Feature(
+        "rent_burden",
+        "ratio",
+        "Rent debits divided by credits, capped at 1; 1 when rent was paid but no credit seen.",
+        "Housing-cost burden without rent_to_income's outliers: a window that holds a rent "
+        "payment but not the income it is paid from says 'all of it' and no more.",
+        "0 without rent",
+    ),
+    Feature(
+        "salary_stopped",
+        "flag",
+        f"1 if a salary credit was seen but none in the last {SALARY_GAP_DAYS} days before "
+        "the as-of point, else 0.",
+        "A salary that stops (a missed monthly pay) is the strongest early sign of default; "
+        "days_since_last_salary alone cannot tell it from never having had one.",
     ),
 )
 

@@ -51,18 +51,22 @@ def excluded(why: str) -> FeatureRisk:
     return FeatureRisk(None, None, use=False, why=why)
 
 
+def grows_with_history(rate: str) -> str:
+    """Why a total stays out of models: it grows with the length of the history."""
+    return (
+        "a total over the history, so it grows with its length: a model using it scores "
+        f"the same customer differently on two months and on six; the model uses {rate}"
+    )
+
+
 RISK_TABLE: dict[str, FeatureRisk] = {
-    "num_transactions": FeatureRisk(
-        "account_history", -1, why="fewer transactions: a thinner, less certain history"
-    ),
-    "total_debit": FeatureRisk(
-        "spending", -1, why="a signed sum (zero or negative): lower means more money out"
-    ),
-    "total_credit": FeatureRisk("income", -1, why="less money coming in"),
+    "num_transactions": excluded(grows_with_history("transactions_per_month")),
+    "total_debit": excluded(grows_with_history("spend_to_income")),
+    "total_credit": excluded(grows_with_history("credit_per_month")),
     "avg_amount": FeatureRisk(
         "spending", -1, why="signed mean: lower means outgoings outweigh income"
     ),
-    "net_flow": FeatureRisk("spending", -1, why="less money left over"),
+    "net_flow": excluded(grows_with_history("spend_to_income")),
     "max_debit": FeatureRisk("spending", 1, why="a larger single outgoing"),
     "has_rent": FeatureRisk(
         "housing", 1, why="rent is a fixed commitment; the burden is rent_to_income"
@@ -80,11 +84,33 @@ RISK_TABLE: dict[str, FeatureRisk] = {
     "has_bonus": FeatureRisk("income", -1, why="no bonus seen"),
     "has_fee": FeatureRisk("fees", 1, why="any bank fee"),
     "rent_to_income": FeatureRisk("housing", 1, why="a larger share of income goes on rent"),
-    "gambling_spend": FeatureRisk("gambling", 1, why="more money spent on gambling"),
-    "fee_count": FeatureRisk("fees", 1, why="more bank fees"),
+    "gambling_spend": excluded(grows_with_history("gambling_per_month")),
+    "fee_count": excluded(grows_with_history("fees_per_month")),
     "days_since_last_salary": FeatureRisk("income", 1, why="longer since the last salary"),
     "salary_month_share": FeatureRisk("income", -1, why="salary in fewer of the active months"),
-    "active_days": FeatureRisk("account_history", -1, why="a shorter history"),
+    "active_days": excluded(
+        "the length of the history itself: a model using it scores the same customer "
+        "differently on two months of history and on six"
+    ),
+    # Per-month rates (featurespec): the same risk as the totals above, but they do not grow
+    # with the length of the history, so a customer scores alike on two months or six.
+    "transactions_per_month": FeatureRisk(
+        "account_history", -1, why="fewer transactions a month: a thinner, less certain history"
+    ),
+    "credit_per_month": FeatureRisk("income", -1, why="less money coming in each month"),
+    "debit_per_month": excluded(
+        "outgoings on their own mostly track income (more money in, more money out); the "
+        "spending risk is spending against income, spend_to_income"
+    ),
+    "gambling_per_month": FeatureRisk("gambling", 1, why="more spent on gambling each month"),
+    "fees_per_month": FeatureRisk("fees", 1, why="more bank fees each month"),
+    "spend_to_income": FeatureRisk(
+        "spending", 1, why="more money going out for each pound coming in"
+    ),
+    "rent_burden": FeatureRisk("housing", 1, why="a larger share of income goes on rent"),
+    "salary_stopped": FeatureRisk(
+        "income", 1, why="a salary was paid but not in the last month before the decision"
+    ),
 }
 
 
