@@ -43,14 +43,14 @@ QUALITY_PLOT = "data_quality.png"
 # (feature, x scale, axis label). "symlog" is used for money: it shows zero and negatives
 # and compresses the long right tail; linear for bounded days and shares.
 DISTRIBUTIONS: tuple[tuple[str, str, str], ...] = (
-    ("total_credit", "symlog", "total credit (£, symlog scale)"),
+    ("credit_per_month", "symlog", "credits per month of history (£, symlog scale)"),
     ("net_flow", "symlog", "net flow = credits + debits (£, symlog scale)"),
     ("max_debit", "symlog", "largest single debit (£, symlog scale)"),
     ("rent_to_income", "linear", "rent / total credit (ratio, 99th percentile cap)"),
     ("days_since_last_salary", "linear", "days since last salary (days; 365 = none)"),
     ("salary_month_share", "linear", "share of active months with a salary (0-1)"),
-    ("gambling_spend", "symlog", "gambling spend (£, symlog scale)"),
-    ("fee_count", "linear", "bank-fee transactions (count)"),
+    ("gambling_per_month", "symlog", "gambling spend per month (£, symlog scale)"),
+    ("fees_per_month", "linear", "bank-fee transactions per month"),
 )
 BINS = 30
 # Money axis: linear between -£LINTHRESH and £LINTHRESH, logarithmic beyond.
@@ -63,6 +63,7 @@ ACTION_COLOURS = {
     RuleKind.QUARANTINED: "#d62728",
     RuleKind.REMOVED: "#7f7f7f",
     RuleKind.KEPT: "#ff7f0e",
+    RuleKind.OUTSIDE_WINDOW: "#9467bd",
 }
 DPI = 110
 
@@ -257,14 +258,14 @@ def plot_flag_rates(frame: pd.DataFrame) -> Figure:
         label=f"overall default rate ({overall:.1%})",
     )
     ax.set_xticks(x, FLAG_FEATURES, fontsize=10)
-    ax.set_xlabel("merchant-category flag (from transaction descriptions)")
+    ax.set_xlabel("0/1 flag (merchant categories from descriptions; salary_stopped)")
     ax.set_ylabel("default rate (% of customers)")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     ax.set_ylim(0, max(top, overall) * 1.3 + 0.02)
     ax.legend(loc="upper left", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(
-        f"Default rate by merchant-category flag ({len(frame):,} labelled customers)",
+        f"Default rate by flag ({len(frame):,} labelled customers)",
         fontsize=13,
     )
     return fig
@@ -316,8 +317,10 @@ def plot_quality(report: dict[str, Any]) -> Figure:
     checks = quality_checks(report)
     fig = Figure(figsize=(13, 8), dpi=DPI, layout="constrained")
     left, right = fig.subplots(1, 2, width_ratios=[1, 2.6])
+    outside = int(checks.loc[checks["group"] == RuleKind.OUTSIDE_WINDOW, "count"].sum())
     fates = (
-        ("used", report["rows_used"], "#2ca02c"),
+        ("used (in features)", int(report["rows_used"]) - outside, "#2ca02c"),
+        ("outside (window)", outside, ACTION_COLOURS[RuleKind.OUTSIDE_WINDOW]),
         ("duplicate (removed)", report["rows_duplicate"], ACTION_COLOURS[RuleKind.REMOVED]),
         ("quarantined", report["rows_quarantined"], ACTION_COLOURS[RuleKind.QUARANTINED]),
     )
@@ -378,6 +381,7 @@ def plot_quality(report: dict[str, Any]) -> Figure:
             ("quarantined (row rejected)", ACTION_COLOURS[RuleKind.QUARANTINED]),
             ("removed (duplicate)", ACTION_COLOURS[RuleKind.REMOVED]),
             ("kept (repaired or flagged)", ACTION_COLOURS[RuleKind.KEPT]),
+            ("valid, outside its decision window", ACTION_COLOURS[RuleKind.OUTSIDE_WINDOW]),
         )
     ]
     right.legend(handles=handles, loc="lower right", fontsize=9)
