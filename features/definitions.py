@@ -198,7 +198,7 @@ def finalise(
     unpaid_from = np.where(rent > 0, MAX_RENT_BURDEN, 0.0)
     out["rent_burden"] = np.where(credit > 0, np.minimum(burden, MAX_RENT_BURDEN), unpaid_from)
     out["rent_burden"] = out["rent_burden"].round(4)
-    gap = (as_of_ts - last_salary) // SECONDS_PER_DAY
-    out["salary_stopped"] = (gap > SALARY_GAP_DAYS).astype("int64")
+    gap = (as_of_ts - last_salary) // SECONDS_PER_DAY  # NaN or <NA> without a salary
+    out["salary_stopped"] = (gap > SALARY_GAP_DAYS).fillna(False).astype("int64")
     out.index.name = ID
     return out[list(FEATURE_NAMES)]

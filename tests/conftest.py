@@ -32,7 +32,7 @@ from fastapi import FastAPI
 from benchmarks import load_test
 from blobflow.naming import CURATED, QUARANTINE
 from blobflow.store import DEV_ACCOUNT_KEY, BlobStore, connect
-from features.definitions import FEATURES, MAX_DAYS
+from features.definitions import EXTRA_BOUNDS, FEATURES, MAX_DAYS
 from scoring.api import create_app
 from scoring.bundle import BundleSource, LocalDirSource
 from scoring.holder import ModelHolder
@@ -383,6 +383,10 @@ def status_of(response: bytes) -> int:
     return int(response.split(b" ", 2)[1])
 
 
+# Features the API accepts only at or below zero (signed sums of debits: total_debit, ...).
+NEGATIVE_FEATURES = tuple(name for name, bound in EXTRA_BOUNDS.items() if bound.get("le") == 0)
+
+
 def largest_batch(seed: int = 9) -> bytes:
     """The largest valid /predict/batch body: MAX_BATCH items, each with every Part 1 feature
     at its longest (maximal-length id, long float texts)."""
@@ -398,7 +402,7 @@ def largest_batch(seed: int = 9) -> bytes:
                 "money": rng.uniform(0, 9_999_999),
                 "ratio": rng.uniform(0, 1),
             }[f.kind]
-        for name in ("total_debit", "avg_amount", "net_flow"):  # may be negative
+        for name in ("avg_amount", "net_flow", *NEGATIVE_FEATURES):  # may be negative
             item[name] = -rng.uniform(0, 9_999_999)
         items.append(item)
     return json.dumps({"items": items}).encode()

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from benchmarks.duckdb_pipeline import run_counts, run_duckdb, run_features
 from features.pipeline import run_pipeline
+from features.rules import RuleCode
 from features.synthetic import generate
 from tests.test_hostile_files import CORPUS, PROCESSED
 from tests.test_pipeline import MESSY, NOW
@@ -47,6 +48,23 @@ def test_small_messy_synthetic_batch(tmp_path: Path) -> None:
     counts = run_counts(path, run_date)
     assert counts["rows_duplicate"] > 0 and counts["reasons"]["malformed_row"] > 0
     assert counts["reasons"]["conflicting_transaction_id"] > 0
+
+
+@pytest.mark.parametrize("lookback", [45, 180])
+def test_decision_dates_on_a_messy_synthetic_batch(tmp_path: Path, lookback: int) -> None:
+    """Decision-date mode (labels with dates, some missing, invalid or conflicting): the
+    windows, the rows outside them and every feature agree exactly."""
+    generate(tmp_path, rows=6_000, customers=150, seed=13, messy=True)
+    run_date = datetime(2025, 7, 1, tzinfo=UTC)
+    paths = (tmp_path / "transactions.csv", tmp_path / "labels.csv")
+    expected = run_pipeline(*paths, now=run_date, lookback_days=lookback)
+    assert_same_run(run_duckdb(*paths, now=run_date, lookback_days=lookback), expected,
+                    examples=False)  # fmt: skip
+    report = expected.report.to_dict()
+    assert report["decisions"]["mode"] == "decision_dates"
+    assert report["decisions"]["lookback_days"] == lookback
+    assert expected.report.count(RuleCode.OUTSIDE_DECISION_WINDOW) > 0
+    assert expected.report.count(RuleCode.NO_DECISION_DATE) > 0
 
 
 @pytest.mark.parametrize("name", sorted(PROCESSED))

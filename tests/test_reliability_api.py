@@ -237,7 +237,8 @@ def hostile_structures(draw: st.DrawFn) -> tuple[str, bytes, set[str]]:
     if kind == "containers":
         unit = draw(st.sampled_from([b"[]", b"{}", b"[[]]", b'[{"a":[]}]', b"[[[[[]]]]]"]))
         return kind, _fill(prefix, unit, suffix, size), {"json_too_large", "json_too_deep"}
-    if kind == "keys":
+    if kind == "keys":  # more keys than a valid body can hold (13 bytes each)
+        size = max(size, (LIMITS.max_keys + 1) * 13 + 2)
         body = b"{" + b",".join(b'"k%07d":0' % i for i in range((size - 2) // 13)) + b"}"
         return kind, body, {"json_too_large"}
     unit = draw(st.sampled_from([b"[", b"{", b"[{", b'\\"[', b":["]))

@@ -21,6 +21,7 @@ from features.rules import (
     QUARANTINE_ORDER,
     READER_RULES,
     RULES,
+    WINDOW_RULES,
     Rule,
     RuleCode,
     RuleKind,
@@ -45,6 +46,10 @@ def test_kinds_are_typed_and_the_tables_derive_from_them() -> None:
     assert tuple(r.code for r in RULES if r.kind is RuleKind.QUARANTINED) == QUARANTINE_ORDER
     assert tuple(r.code for r in RULES if r.kind is RuleKind.KEPT) == FINDINGS
     assert [r.code for r in RULES if r.kind is RuleKind.REMOVED] == [RuleCode.DUPLICATE]
+    # Valid rows a decision window keeps out of the features: a kind of their own, neither
+    # quarantined nor a finding.
+    assert tuple(r.code for r in RULES if r.kind is RuleKind.OUTSIDE_WINDOW) == WINDOW_RULES
+    assert WINDOW_RULES == (RuleCode.NO_DECISION_DATE, RuleCode.OUTSIDE_DECISION_WINDOW)
     assert set(READER_RULES) <= set(QUARANTINE_ORDER)
     # Label rules sit beside the transaction rules, with the same types.
     assert {r.code for r in LABEL_RULES} >= {RuleCode.INVALID_LABEL, RuleCode.CONFLICTING_LABEL}

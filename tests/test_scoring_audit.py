@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import live_server, start_live_server, stop_live_server
+from conftest import NEGATIVE_FEATURES, live_server, start_live_server, stop_live_server
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -64,8 +64,10 @@ def trained_item(i: int, rng: np.random.Generator) -> dict[str, Any]:
             "money": round(float(rng.gamma(2.0, 800.0)), 2),
             "ratio": round(float(rng.uniform(0, 1)), 4),
         }[kind]
-    for name in ("total_debit", "avg_amount", "net_flow"):
-        item[name] = -item[name] if name == "total_debit" else item[name] - 900.0
+    for name in NEGATIVE_FEATURES:  # signed sums of debits: zero or negative
+        item[name] = -item[name]
+    for name in ("avg_amount", "net_flow"):
+        item[name] = item[name] - 900.0
     return item
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FULL_EXAMPLE, bundle_app
+from conftest import FULL_EXAMPLE, NEGATIVE_FEATURES, bundle_app
 from fastapi.testclient import TestClient
 
 from featurespec import FEATURES, MAX_DAYS
@@ -31,7 +31,8 @@ def table(rows: int = 40, seed: int = 5) -> pd.DataFrame:
             )
         else:
             frame[feature.name] = np.round(abs(base) * rng.uniform(0.2, 3.0, rows), 2)
-    frame["total_debit"] = -frame["total_debit"]
+    for name in NEGATIVE_FEATURES:  # signed sums of debits: zero or negative
+        frame[name] = -frame[name]
     frame["salary_month_share"] = np.round(rng.uniform(0, 1, rows), 4)
     return frame
 

@@ -135,8 +135,49 @@ def test_messy_synthetic_batch_read_in_many_partitions(spark, tmp_path: Path) ->
         spark.conf.unset("spark.sql.files.maxPartitionBytes")
     assert_same(got, expected)
     counts = {c["check"]: c["count"] for c in got.report.to_dict()["checks"]}
+    assert got.report.to_dict()["decisions"]["mode"] == "decision_dates"
+    assert counts["outside_decision_window"] > 0 and counts["no_decision_date"] > 0
     assert counts["duplicate"] == injected["duplicate"] > 0
     assert counts["conflicting_transaction_id"] == injected["conflicting_transaction_id"] > 0
+
+
+def test_decision_windows_and_the_lookback_through_both_clis(spark, tmp_path: Path) -> None:
+    """Decision-date mode: the hand-made window edges (time zones, the decision's midnight,
+    the lookback's first second, customers without a date or without rows in their window),
+    with --lookback-days through `python -m features` for either engine, byte for byte."""
+    from test_point_in_time import EDGE_LABELS, EDGES
+
+    from features.cli import main as pandas_main
+
+    (tmp_path / "t.csv").write_text(EDGES + "\n")
+    (tmp_path / "l.csv").write_text(EDGE_LABELS + "\n")
+    args = ["--transactions", str(tmp_path / "t.csv"), "--labels", str(tmp_path / "l.csv"),
+            "--now", "2025-07-01T00:00:00", "--lookback-days", "30"]  # fmt: skip
+    assert pandas_main([*args, "--out", str(tmp_path / "pandas")]) == 0
+    assert pandas_main([*args, "--engine", "spark", "--out", str(tmp_path / "spark")]) == 0
+    for name in ("features.csv", "training_set.csv", "quarantine.csv", "labels_quarantine.csv"):
+        spark_bytes = (tmp_path / "spark" / name).read_bytes()
+        assert spark_bytes == (tmp_path / "pandas" / name).read_bytes(), name
+    reports = [
+        json.loads((tmp_path / d / "dq_report.json").read_text()) for d in ("pandas", "spark")
+    ]
+    for report in reports:
+        report.pop("engine"), report.pop("generated_at"), report.pop("elapsed_seconds")
+    assert reports[0] == reports[1]
+    assert reports[1]["decisions"]["lookback_days"] == 30
+    training = pd.read_csv(tmp_path / "spark" / "training_set.csv")
+    assert training["decision_date"].tolist() == ["2025-03-01", "2025-04-01"]
+    for days in (31, 60):  # the window moves in both engines alike
+        expected, got = run_files_with(spark, tmp_path, days)
+        assert_same(got, expected)
+
+
+def run_files_with(spark, directory: Path, lookback: int) -> tuple[RunResult, RunResult]:
+    paths = (directory / "t.csv", directory / "l.csv")
+    expected = run_pipeline(*paths, now=AFTER_SYNTHETIC, lookback_days=lookback)
+    got = engine.run_spark(spark, *(str(p) for p in paths), now=AFTER_SYNTHETIC,
+                           lookback_days=lookback)  # fmt: skip
+    return expected, got
 
 
 def test_normalise_matches_python_on_every_bmp_code_point(spark) -> None:

@@ -67,6 +67,9 @@ def test_layout_headers(tmp_path: Path, layout: str) -> None:
         "handover": "transaction_id,customer_id,txn_timestamp,amount,txn_type,description",
     }
     assert first == expected[layout]
+    labels = {"brief": "customer_id,defaulted,decision_date",
+              "handover": "customer_id,defaulted_within_90d,application_date"}  # fmt: skip
+    assert (tmp_path / "labels.csv").read_text().splitlines()[0] == labels[layout]
 
 
 def test_clean_rows_are_well_formed_and_realistic(clean: Path) -> None:
@@ -80,9 +83,9 @@ def test_clean_rows_are_well_formed_and_realistic(clean: Path) -> None:
     assert set(frame["txn_type"]) == {"debit", "credit"}
     assert amount.abs().max() < 10_000  # large amounts only where injected
     stamps = pd.to_datetime(frame["txn_timestamp"], format=ISO)
-    assert stamps.min() >= pd.Timestamp("2025-01-01")
+    assert stamps.min() >= pd.Timestamp("2023-07-01")
     assert stamps.max() <= pd.Timestamp("2025-06-30 23:59:59")
-    assert (stamps.max() - stamps.min()).days >= 170
+    assert (stamps.max() - stamps.min()).days >= 365
     descriptions = frame["description"]
     for needle in (
         "TESCO STORES",
@@ -98,10 +101,13 @@ def test_clean_rows_are_well_formed_and_realistic(clean: Path) -> None:
         "CURRENT ACCOUNT",
     ):
         assert descriptions.str.contains(needle, regex=False).any(), needle
-    # Salaries arrive monthly: most salaried customers have 5-6 in the half year.
+    # Salaries arrive monthly: about one per month of each salaried customer's extract.
     salary = frame[descriptions.str.contains("PAYROLL|SALARY|WAGES") & (amount > 0)]
+    truth = pd.read_csv(clean / "truth.csv", dtype={"customer_id": str}).set_index("customer_id")
     per_customer = salary.groupby("customer_id").size()
-    assert per_customer.median() >= 5
+    months = (truth["history_days"] + synthetic.OUTCOME_DAYS) / 30.4375
+    monthly = (per_customer / months.reindex(per_customer.index))[per_customer >= 3]
+    assert 0.8 <= monthly.median() <= 1.1
     assert frame["customer_id"].nunique() == 600
 
 
@@ -212,16 +218,69 @@ def test_injected_counts_match_the_file(messy: Path) -> None:
 
     labels = pd.read_csv(messy / "labels.csv", dtype=str, keep_default_na=False)
     truth = pd.read_csv(messy / "truth.csv", dtype=str)
-    valid = labels[labels["defaulted"].isin(["0", "1"])]
-    assert (~labels["defaulted"].isin(["0", "1"])).sum() == injected["invalid_label"]
-    distinct = valid.drop_duplicates()
-    assert len(valid) - len(distinct) == injected["duplicate_label"]
-    both = distinct["customer_id"][distinct["customer_id"].duplicated()]
-    assert valid["customer_id"].isin(both).sum() == injected["conflicting_label"]
+    found_labels = _count_labels(labels, datetime.now(UTC))
+    for key in _LABEL_KEYS:
+        assert found_labels[key] == injected[key], key
+    assert injected["missing_decision_date"] + injected["invalid_decision_date"] > 0
     customers = set(truth["customer_id"])
-    usable = set(valid["customer_id"]) - set(both)
+    usable = found_labels["usable"]
     assert len(usable - customers) == injected["labels_without_transactions"]
     assert len(customers - usable) == injected["customers_without_label"]
+
+
+def _decision_day(text: str, now: datetime) -> datetime | None:
+    """An independent reading of the decision-date rule: ISO or UK day-first date, real,
+    from 1990-01-01 to the run's date."""
+    for fmt in ("%Y-%m-%d", "%d/%m/%Y"):
+        if len(text) != 10:
+            break
+        try:
+            day = datetime.strptime(text, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        return day if datetime(1990, 1, 1, tzinfo=UTC) <= day <= now else None
+    return None
+
+
+_LABEL_KEYS = (
+    "invalid_label",
+    "missing_decision_date",
+    "invalid_decision_date",
+    "conflicting_label",
+    "conflicting_decision_date",
+    "duplicate_label",
+)
+
+
+def _count_labels(labels: pd.DataFrame, now: datetime) -> dict:
+    """The label rules, row by row: counts per rule, and the customers left with a label."""
+    out: Counter = Counter()
+    good = []
+    for row in labels.itertuples(index=False):
+        customer, value, text = row.customer_id.strip(), row.defaulted.strip(), row.decision_date
+        if value not in ("0", "1"):
+            out["invalid_label"] += 1
+        elif not text.strip():
+            out["missing_decision_date"] += 1
+        elif (day := _decision_day(text.strip(), now)) is None:
+            out["invalid_decision_date"] += 1
+        else:
+            good.append((customer, value, day))
+    distinct = sorted(set(good))
+    out["duplicate_label"] = len(good) - len(distinct)
+    values: dict[str, set] = {}
+    days: dict[str, set] = {}
+    for customer, value, day in distinct:
+        values.setdefault(customer, set()).add(value)
+        days.setdefault(customer, set()).add(day)
+    rows = Counter(customer for customer, _, _ in good)
+    for customer in values:
+        if len(values[customer]) > 1:
+            out["conflicting_label"] += rows[customer]
+        elif len(days[customer]) > 1:
+            out["conflicting_decision_date"] += rows[customer]
+    usable = {c for c in values if len(values[c]) == 1 and len(days[c]) == 1}
+    return {"usable": usable, **{k: out[k] for k in _LABEL_KEYS}}
 
 
 def test_pipeline_report_matches_injected(messy: Path) -> None:
@@ -232,14 +291,79 @@ def test_pipeline_report_matches_injected(messy: Path) -> None:
     checks = {c["check"]: c["count"] for c in report["checks"]}
     label_checks = {c["check"]: c["count"] for c in report["labels"]["checks"]}
     got = {code: checks[code] for code in synthetic.TRANSACTION_RATES}
-    got["invalid_label"] = label_checks["invalid_label"]
-    got["conflicting_label"] = label_checks["conflicting_label"]
+    for code in ("invalid_label", "conflicting_label", "missing_decision_date",
+                 "invalid_decision_date", "conflicting_decision_date"):  # fmt: skip
+        got[code] = label_checks[code]
     got["duplicate_label"] = label_checks["duplicate"]
     got["labels_without_transactions"] = report["labels_without_transactions"]
     got["customers_without_label"] = report["customers_without_label"]
     assert got == injected
     assert report["rows_in"] == 40_000
-    assert report["customers"] == 800
+    decisions = report["decisions"]
+    assert decisions["mode"] == "decision_dates"
+    assert decisions["customers_without_decision_date"] == injected["customers_without_label"]
+    # Every customer has valid rows; those without a usable label, or without a row in
+    # their window, get no features.
+    without = (
+        injected["customers_without_label"] + decisions["customers_without_window_transactions"]
+    )
+    assert report["customers"] == 800 - without
+    # Rows after the decision (and older than the lookback) are used but kept out.
+    assert checks["outside_decision_window"] > 0.2 * report["rows_used"]
+    assert checks["no_decision_date"] > 0
+
+
+def test_applicants_have_decision_dates_histories_and_outcome_windows(clean: Path) -> None:
+    truth = pd.read_csv(clean / "truth.csv", dtype={"customer_id": str})
+    labels = pd.read_csv(clean / "labels.csv", dtype={"customer_id": str})
+    assert (labels["application_date"] == truth["decision_date"]).all()
+    dates = pd.to_datetime(truth["decision_date"])
+    assert dates.min() >= pd.Timestamp("2024-10-01") and dates.max() <= pd.Timestamp("2025-03-31")
+    assert dates.dt.to_period("M").nunique() == 6  # six monthly cohorts
+    history = truth["history_days"]
+    assert history.min() >= 14 and history.max() <= 400
+    assert (history < 61).any() and (history > 182).any()  # thin files and long ones
+    frame = pd.read_csv(clean / "transactions.csv", dtype=str, keep_default_na=False)
+    stamps = pd.to_datetime(frame["txn_timestamp"], format=ISO)
+    decided = frame["customer_id"].map(dates.set_axis(truth["customer_id"]))
+    before = stamps < decided
+    # Everyone has history before the decision, and the extract runs on past it.
+    assert before.groupby(frame["customer_id"]).any().all()
+    assert (~before).groupby(frame["customer_id"]).any().mean() > 0.95
+    opened = decided - pd.to_timedelta(
+        frame["customer_id"].map(history.set_axis(truth["customer_id"])), unit="D"
+    )
+    assert (stamps >= opened).all()
+    assert (stamps < decided + pd.Timedelta(days=synthetic.OUTCOME_DAYS)).all()
+
+
+def test_default_rate_and_history_mix_are_parameters(tmp_path: Path) -> None:
+    generate(tmp_path / "a", rows=40_000, customers=4_000, seed=9, default_rate=0.05,
+             history_mix=(1.0, 0.0, 0.0))  # fmt: skip
+    truth = pd.read_csv(tmp_path / "a" / "truth.csv")
+    assert truth["true_probability"].mean() == pytest.approx(0.05, abs=0.002)
+    assert truth["history_days"].max() < 61
+    summary = json.loads((tmp_path / "a" / "generation.json").read_text())
+    assert summary["parameters"]["history_mix"] == {"thin": 1.0, "medium": 0.0, "long": 0.0}
+    assert summary["parameters"]["target_default_rate"] == 0.05
+    assert main(["--rows", "500", "--customers", "20", "--out", str(tmp_path / "b"),
+                 "--history-mix", "0,0,1", "--default-rate", "0.3"]) == 0  # fmt: skip
+    assert pd.read_csv(tmp_path / "b" / "truth.csv")["history_days"].min() > 182
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "c"), "--history-mix", "1,2"])
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "c"), "--default-rate", "1.5"])
+
+
+def test_without_decision_dates_the_labels_lose_their_date_column_only(tmp_path: Path) -> None:
+    generate(tmp_path / "a", rows=3_000, customers=60, seed=4, messy=True)
+    generate(tmp_path / "b", rows=3_000, customers=60, seed=4, messy=True, decision_dates=False)
+    same = (tmp_path / "a" / "transactions.csv").read_bytes()
+    assert same == (tmp_path / "b" / "transactions.csv").read_bytes()
+    header = (tmp_path / "b" / "labels.csv").read_text().splitlines()[0]
+    assert header == "customer_id,defaulted"
+    injected = json.loads((tmp_path / "b" / "injected.json").read_text())
+    assert "missing_decision_date" not in injected
 
 
 def test_rejects_impossible_sizes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
