@@ -419,6 +419,15 @@ FULL_EXAMPLE: dict[str, Any] = {
     "days_since_last_salary": 3,
     "salary_month_share": 1.0,
     "active_days": 90,
+    # Per-month rates and shares over the same 90 days (2.96 months).
+    "transactions_per_month": 5.07,
+    "credit_per_month": 1183.6,
+    "debit_per_month": -422.87,
+    "gambling_per_month": 0.0,
+    "fees_per_month": 0.0,
+    "spend_to_income": 0.3573,
+    "rent_burden": 0.19,
+    "salary_stopped": 0,
 }
 
 

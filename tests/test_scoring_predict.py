@@ -8,7 +8,7 @@ import pytest
 from conftest import FULL_EXAMPLE, NEGATIVE_FEATURES, bundle_app
 from fastapi.testclient import TestClient
 
-from featurespec import FEATURES, MAX_DAYS
+from featurespec import EXTRA_BOUNDS, FEATURES, MAX_DAYS
 from scoring.bundle import LocalDirSource, load_bundle
 from scoring.inputs import InputError
 from scoring.predict import PREDICTION_COLUMNS, score_table
@@ -33,6 +33,9 @@ def table(rows: int = 40, seed: int = 5) -> pd.DataFrame:
             frame[feature.name] = np.round(abs(base) * rng.uniform(0.2, 3.0, rows), 2)
     for name in NEGATIVE_FEATURES:  # signed sums of debits: zero or negative
         frame[name] = -frame[name]
+    for name, bound in EXTRA_BOUNDS.items():  # capped shares (rent_burden <= 1, ...)
+        if bound.get("le", 0) > 0:
+            frame[name] = frame[name].clip(upper=bound["le"])
     frame["salary_month_share"] = np.round(rng.uniform(0, 1, rows), 4)
     return frame
 

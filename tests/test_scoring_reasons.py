@@ -123,7 +123,8 @@ def test_the_briefs_example_is_never_told_it_spent_too_little_or_was_paid_every_
     client: TestClient, shipped: LoadedModel
 ) -> None:
     specs = {i.accepts[0]: i for i in shipped.manifest.inputs}
-    frugal = {**FULL_EXAMPLE, "total_debit": -10.0, "avg_amount": 300.0, "net_flow": 3490.0}
+    frugal = {**FULL_EXAMPLE, "total_debit": -10.0, "avg_amount": 300.0, "net_flow": 3490.0,
+              "debit_per_month": -3.38, "spend_to_income": 0.0029}  # fmt: skip
     for body in (FULL_EXAMPLE, frugal):
         r = client.post("/predict", json=body)
         assert r.status_code == 200, r.text
@@ -133,7 +134,8 @@ def test_the_briefs_example_is_never_told_it_spent_too_little_or_was_paid_every_
             spec = specs[name]
             assert spec.risk_direction * (body[name] - spec.baseline) > 0, name
         # Spending below the typical customer's is never a reason; salary every month never is.
-        assert not {"total_debit", "avg_amount", "net_flow", "max_debit"} & listed
+        spending = {"total_debit", "avg_amount", "net_flow", "max_debit", "debit_per_month"}
+        assert not (spending | {"spend_to_income"}) & listed
         assert "salary_month_share" not in listed and "has_salary" not in listed
 
 
@@ -148,6 +150,11 @@ def spend_more(frame: pd.DataFrame, factor: float = 1.2) -> pd.DataFrame:
     out["rent_to_income"] = frame["rent_to_income"] * factor
     out["net_flow"] = frame["net_flow"] + extra
     out["avg_amount"] = frame["avg_amount"] + extra / frame["num_transactions"]
+    # The per-month rates and shares grow alike (shares up to their caps).
+    out["debit_per_month"] = frame["debit_per_month"] * factor
+    out["gambling_per_month"] = frame["gambling_per_month"] * factor
+    out["rent_burden"] = (frame["rent_burden"] * factor).clip(upper=1.0)
+    out["spend_to_income"] = (frame["spend_to_income"] * factor).clip(upper=10.0)
     return out
 
 
@@ -347,7 +354,8 @@ def test_a_feature_on_the_safe_side_is_never_listed_even_if_its_weight_is_wrong(
 
 
 def test_reasons_shape_in_the_api(client: TestClient) -> None:
-    body = client.post("/predict", json={**FULL_EXAMPLE, "fee_count": 9}).json()
+    fees = {"fee_count": 9, "fees_per_month": 3.04, "has_fee": 1}  # nine fees in 90 days
+    body = client.post("/predict", json={**FULL_EXAMPLE, **fees}).json()
     assert 1 <= len(body["reasons"]) <= 3
     contributions = [r["contribution"] for r in body["reasons"]]
     assert contributions == sorted(contributions, reverse=True)

@@ -271,7 +271,7 @@ def test_shipped_trained_bundle_through_the_api(trained_client: TestClient) -> N
     assert r.status_code == 422
     missing = {e["loc"][-1] for e in r.json()["detail"]}
     required = {i["name"] for i in meta["manifest"]["inputs"] if not i["optional"]}
-    assert missing == required - set(BRIEF_EXAMPLE) and "fee_count" in missing
+    assert missing == required - set(BRIEF_EXAMPLE) and "fees_per_month" in missing
     full = FULL_EXAMPLE
     r = trained_client.post("/predict", json=full)
     assert r.status_code == 200, r.text
@@ -280,9 +280,10 @@ def test_shipped_trained_bundle_through_the_api(trained_client: TestClient) -> N
     flags = {i["name"] for i in meta["manifest"]["inputs"] if i["optional"]}
     assert set(body["defaulted_fields"]) == flags - set(full)
     assert body["reasons"] and all(x["contribution"] > 0 for x in body["reasons"])
-    assert meta["lookback_days"] == 181 and meta["reasons"]["given"] is True
+    assert meta["lookback_days"] == 180 and meta["reasons"]["given"] is True
+    assert meta["manifest"]["metrics"]["validation"]["out_of_time"] is True
     gambler = trained_client.post(
-        "/predict", json={**full, "has_gambling": 1, "gambling_spend": 900.0}
+        "/predict", json={**full, "has_gambling": 1, "gambling_per_month": 300.0}
     ).json()
     assert gambler["probability"] > body["probability"]  # synthetic risk driver is learned
 
