@@ -21,8 +21,9 @@ values and writes no quarantine rows (it counts them). With decision dates in th
 the window rule is SQL too: a join with the table of decision dates
 (``features.engine.Window.frame``, registered as ``decision_windows``).
 
-Run: ``python -m benchmarks.duckdb_pipeline --transactions X --out DIR [--now ISO]`` writes
-``features.parquet`` (and, with ``--counts``, ``counts.json``).
+Run: ``python -m benchmarks.duckdb_pipeline --transactions X --out DIR [--now ISO]
+[--labels L --lookback-days N]`` writes ``features.parquet`` (and, with ``--counts``,
+``counts.json``).
 """
 
 from __future__ import annotations
@@ -805,6 +806,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--now", help="run instant, ISO 8601 UTC (default: now)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--counts", action="store_true", help="also write counts.json")
+    parser.add_argument(
+        "--labels", type=Path, default=None, help="labels; with decision dates, windows apply"
+    )
+    parser.add_argument("--lookback-days", type=int, default=None)
     args = parser.parse_args(argv)
     now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
     if now.tzinfo is None:
@@ -813,10 +818,14 @@ def main(argv: list[str] | None = None) -> int:
     con = connect(args.threads)
     started = time.perf_counter()
     target = args.out / "features.parquet"
+    window = None
+    if args.labels is not None:
+        lookback = lookback_or_requested(args.lookback_days)
+        window = decision_window(read_labels(args.labels, now), lookback)
+    register_window(con, window)
     with prepare(args.transactions) as source:
-        con.execute(
-            f"COPY ({features_sql(source.path, now)}) TO {lit(str(target))} (FORMAT parquet)"
-        )
+        sql = features_sql(source.path, now, dated=window is not None)
+        con.execute(f"COPY ({sql}) TO {lit(str(target))} (FORMAT parquet)")
     print(f"features written in {time.perf_counter() - started:.2f} s", file=sys.stderr)
     if args.counts:
         counts = run_counts(args.transactions, now, con)
