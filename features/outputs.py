@@ -60,13 +60,92 @@ def quote(values: pa.Array) -> pa.Array:
 
 
 def _text_cells(values: pd.Series) -> pa.Array:
-    text = pa.array(values.astype(object).where(values.notna(), "").astype(str), pa.string())
-    return quote(neutralise(text))
+    """Text cells; a column of ``str`` (and missing values) is read by Arrow directly, any
+    other objects are written as ``str`` gives them."""
+    try:
+        text = pa.array(values.to_numpy(dtype=object), from_pandas=True)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        text = None
+    if text is None or not (pa.types.is_string(text.type) or pa.types.is_null(text.type)):
+        text = pa.array(values.astype(object).where(values.notna(), "").astype(str), pa.string())
+    return quote(neutralise(pc.fill_null(text.cast(pa.string()), "")))
+
+
+def _python_str(values: np.ndarray) -> pa.Array:
+    """``str`` of each value (the exact text pandas' CSV writer gave)."""
+    return pa.array([str(v) for v in values.tolist()], pa.string())
+
+
+def _int_cells(values: np.ndarray) -> pa.Array:
+    """Integers as ``str`` writes them (Arrow's cast gives the same digits)."""
+    return pc.cast(pa.array(values), pa.string())
+
+
+# Python's repr writes floats from 1e-4 up to 1e16 without an exponent.
+_PLAIN_FLOAT = (1e-4, 1e16)
+
+
+def _float_cells(values: np.ndarray) -> pa.Array:
+    """Floats as ``str`` writes them (``repr``: shortest round trip, ``1.0`` not ``1``).
+
+    Arrow's cast gives the same shortest digits; it writes ``1`` where Python writes
+    ``1.0`` (fixed here), and picks exponents by other rules, so any value either writes
+    with an exponent goes to Python."""
+    size = np.abs(values)
+    text = pc.cast(pa.array(values), pa.string())
+    plain = (size == 0) | ((size >= _PLAIN_FLOAT[0]) & (size < _PLAIN_FLOAT[1]))
+    plain &= ~np.asarray(pc.match_substring(text, "e"))
+    whole = pc.invert(pc.match_substring(text, "."))
+    text = pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text)
+    if not plain.all():
+        rows = np.flatnonzero(~plain)
+        text = pc.replace_with_mask(text, pa.array(~plain), _python_str(values[rows]))
+    return text
+
+
+def _money_cells(values: np.ndarray) -> pa.Array:
+    """Floats as ``"{:.2f}".format`` writes them, exactly.
+
+    Pence are ``rint(x * 100)``; that can differ from rounding the exact binary value only
+    when ``x * 100`` lies within rounding error of a half penny, and those values (and
+    non-finite ones, and any beyond 1e13, where the product loses precision) go to Python.
+    The sign comes from the float itself, so ``-0.001`` is ``-0.00`` as in Python.
+    """
+    finite = np.isfinite(values) & (np.abs(values) < 1e13)
+    scaled = np.where(finite, values, 0.0) * 100
+    pence = np.rint(scaled)
+    near_half = np.abs(np.abs(scaled - np.trunc(scaled)) - 0.5) < 1e-3
+    exact = finite & ~near_half
+    whole = np.where(exact, np.abs(pence), 0).astype(np.int64)
+    units = pc.cast(pa.array(whole // 100), pa.string())
+    cents = pc.utf8_lpad(pc.cast(pa.array(whole % 100), pa.string()), 2, "0")
+    sign = pa.array(np.where(np.signbit(values), "-", ""), pa.string())
+    text = pc.binary_join_element_wise(sign, units, ".", cents, "")
+    if not exact.all():
+        rows = np.flatnonzero(~exact)
+        python = pa.array([f"{v:.2f}" for v in values[rows].tolist()], pa.string())
+        text = pc.replace_with_mask(text, pa.array(~exact), python)
+    return text
 
 
 def _cells(values: pd.Series, name: str) -> pa.Array:
     """One column as CSV cells: money at exactly 2 dp, other numbers as pandas writes them,
     text made safe (module doc). Missing values are empty cells."""
+    dtype = values.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iuf":
+        array = values.to_numpy()
+        if dtype.kind in "iu":
+            cells = _int_cells(array)
+            # "{:.2f}" of an integer is its digits and ".00".
+            return pc.binary_join_element_wise(cells, ".00", "") if name in MONEY_COLUMNS else cells
+        array = array.astype(np.float64)  # str() of a float32 is that of the double
+        if name in MONEY_COLUMNS:  # missing money is written "nan", as "{:.2f}" does
+            return _money_cells(array)
+        missing = np.isnan(array)
+        cells = _float_cells(np.where(missing, 0.0, array))
+        return pc.if_else(pa.array(missing), "", cells) if missing.any() else cells
+    if isinstance(dtype, np.dtype) and dtype.kind == "b":
+        return pa.array(np.where(values.to_numpy(), "True", "False"), pa.string())
     if name in MONEY_COLUMNS and pd.api.types.is_numeric_dtype(values):
         return pa.array(values.map("{:.2f}".format), pa.string())
     if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
@@ -75,17 +154,33 @@ def _cells(values: pd.Series, name: str) -> pa.Array:
     return _text_cells(values)
 
 
-def csv_rows(frame: pd.DataFrame, header: bool = True) -> str:
-    """The frame as CSV text, LF line ends, every line terminated (module doc)."""
-    lines = []
+def csv_bytes(frame: pd.DataFrame, header: bool = True) -> bytes:
+    """The frame as UTF-8 CSV, LF line ends, every line terminated (module doc)."""
+    parts = []
     if header:
         names = quote(neutralise(pa.array([str(c) for c in frame.columns], pa.string())))
-        lines.append(",".join(names.to_pylist()))
-    if len(frame):
+        parts.append((",".join(names.to_pylist()) + "\n").encode("utf-8"))
+    if len(frame) and frame.shape[1]:
         cells = [_cells(frame.iloc[:, i], str(name)) for i, name in enumerate(frame.columns)]
-        joined = cells[0] if len(cells) == 1 else pc.binary_join_element_wise(*cells, ",")
-        lines.extend(joined.to_pylist())
-    return "".join(f"{line}\n" for line in lines)
+        lines = pc.binary_join_element_wise(*cells, ",") if len(cells) > 1 else cells[0]
+        lines = pc.binary_join_element_wise(lines, "", "\n")
+        parts.append(_data_bytes(lines))
+    elif len(frame):
+        parts.append(b"\n" * len(frame))
+    return b"".join(parts)
+
+
+def _data_bytes(values: pa.Array) -> bytes:
+    """All values of a string array back to back (a slice of its data buffer)."""
+    _, offsets, data = values.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int32, count=values.offset + len(values) + 1)
+    first, last = int(bounds[values.offset]), int(bounds[-1])
+    return data.slice(first, last - first).to_pybytes()
+
+
+def csv_rows(frame: pd.DataFrame, header: bool = True) -> str:
+    """The frame as CSV text, LF line ends, every line terminated (module doc)."""
+    return csv_bytes(frame, header).decode("utf-8")
 
 
 def to_csv_text(frame: pd.DataFrame) -> str:
@@ -112,12 +207,12 @@ class CsvTableWriter:
     def __init__(self, handle: BinaryIO, columns: tuple[str, ...]) -> None:
         self._handle = handle
         self._columns = list(columns)
-        handle.write(csv_rows(pd.DataFrame(columns=self._columns)).encode("utf-8"))
+        handle.write(csv_bytes(pd.DataFrame(columns=self._columns)))
 
     def __call__(self, frame: pd.DataFrame) -> None:
         if list(frame.columns) != self._columns:
             raise ValueError("rows must have the file's columns")
-        self._handle.write(csv_rows(frame, header=False).encode("utf-8"))
+        self._handle.write(csv_bytes(frame, header=False))
 
     def close(self) -> None:
         """Nothing to finish: every row is written as it arrives."""
