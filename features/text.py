@@ -2,7 +2,9 @@
 
 Matching is on whole words of the normalised text, so "PARENTPAY" and "RENTOKIL" are not
 rent and "CURRENT ACCOUNT" is not rent either, while "RENT FEB" and "STANDING ORDER RENT"
-are. Work is done once per distinct description, never per row.
+are. Work is done once per distinct description, never per row: normalised in Arrow (Python
+only for non-ASCII text) and matched with one RE2 pass per category over the distinct
+normalised texts.
 """
 
 from __future__ import annotations
@@ -59,11 +61,51 @@ def category_pattern(phrases: tuple[str, ...]) -> str:
 def categorise(normalised: pd.Series) -> pd.DataFrame:
     """One boolean column ``is_<category>`` per lexicon category."""
     import pandas as pd
+    import pyarrow as pa
 
-    out = {}
-    for category, phrases in load_lexicon().items():
-        out[f"is_{category}"] = normalised.str.contains(category_pattern(phrases), regex=True)
-    return pd.DataFrame(out, index=normalised.index)
+    clean = pa.array(normalised.astype(object), pa.string(), from_pandas=True)
+    flags = category_flags(clean)
+    return pd.DataFrame({f"is_{c}": f for c, f in flags.items()}, index=normalised.index)
+
+
+def normalise_all(values: pa.Array) -> pa.Array:
+    """``normalise`` of every value (null: ``""``), in Arrow.
+
+    For ASCII text ``[\\W\\d_]`` is exactly "not a letter", so Arrow's lowercase and one
+    RE2 replacement give the same text; other text (rare) goes through ``normalise`` itself,
+    because Python's Unicode rules for letters, digits and lowercase are not RE2's.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = pc.fill_null(values, "")
+    clean = pc.utf8_trim(pc.replace_substring_regex(pc.ascii_lower(values), "[^a-z]+", " "), " ")
+    ascii_only = np.asarray(pc.string_is_ascii(values))
+    if not ascii_only.all():
+        rows = np.flatnonzero(~ascii_only)
+        others = [normalise(v) for v in values.take(pa.array(rows)).to_pylist()]
+        clean = pc.replace_with_mask(clean, pa.array(~ascii_only), pa.array(others, pa.string()))
+    return clean
+
+
+def category_flags(clean: pa.Array) -> dict[str, np.ndarray]:
+    """``category -> bool per value`` for normalised text: one RE2 pass per category, over
+    the distinct values only (``category_pattern`` is the rule every engine runs)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(clean)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    codes = np.asarray(encoded.indices)
+    return {
+        category: np.asarray(
+            pc.match_substring_regex(encoded.dictionary, category_pattern(phrases))
+        )[codes]
+        for category, phrases in load_lexicon().items()
+    }
 
 
 def describe_distinct(descriptions: pa.Array) -> tuple[np.ndarray, pd.DataFrame]:
@@ -80,9 +122,9 @@ def describe_distinct(descriptions: pa.Array) -> tuple[np.ndarray, pd.DataFrame]
     encoded = pc.dictionary_encode(pc.fill_null(descriptions, ""))
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.combine_chunks()
-    clean = pd.Series([normalise(d) for d in encoded.dictionary.to_pylist()], dtype=object)
-    table = categorise(clean)
-    table.insert(0, "description_clean", clean)
+    clean = normalise_all(encoded.dictionary)
+    table = pd.DataFrame({f"is_{c}": f for c, f in category_flags(clean).items()})
+    table.insert(0, "description_clean", clean.to_numpy(zero_copy_only=False))
     return np.asarray(encoded.indices), table
 
 

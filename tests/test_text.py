@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-import pandas as pd
-import pytest
+import re
 
-from features.text import CATEGORIES, describe, load_lexicon, normalise
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.text import (
+    CATEGORIES,
+    category_pattern,
+    describe,
+    describe_distinct,
+    load_lexicon,
+    normalise,
+    normalise_all,
+)
 
 
 @pytest.mark.parametrize(
@@ -64,3 +77,35 @@ def test_lexicon_is_data_with_the_brief_categories() -> None:
     for category in ("rent", "tesco", "netflix", "salary", "transfer"):
         assert category in CATEGORIES and lexicon[category]
     assert all(phrase == normalise(phrase) for phrases in lexicon.values() for phrase in phrases)
+
+
+texts = st.one_of(st.none(), st.text(max_size=30), st.text("AbZ z9_-.'£é\tİß", max_size=30))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(texts))
+def test_arrow_normalisation_is_normalise(values: list[str | None]) -> None:
+    expected = [normalise(v) for v in values]
+    assert normalise_all(pa.array(values, pa.string())).to_pylist() == expected
+
+
+words = st.sampled_from(
+    [
+        *sorted({w for p in load_lexicon().values() for phrase in p for w in phrase.split()}),
+        *["rentokil", "parentpay", "x", "ltd", "Café", "12", "-", "TESCO.COM", "bet365"],
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(words, max_size=6).map(" ".join), min_size=1, max_size=30))
+def test_categories_are_python_re_on_every_description(descriptions: list[str]) -> None:
+    """One RE2 pass per category gives what Python's ``re`` gives, description by
+    description (the rule every engine shares: ``category_pattern``)."""
+    codes, table = describe_distinct(pa.array(descriptions, pa.string()))
+    for category, phrases in load_lexicon().items():
+        pattern = re.compile(category_pattern(phrases))
+        expected = [bool(pattern.search(normalise(d))) for d in descriptions]
+        assert table[f"is_{category}"].to_numpy()[codes].tolist() == expected, category
+    clean = table["description_clean"].to_numpy()[codes].tolist()
+    assert clean == [normalise(d) for d in descriptions]
