@@ -112,8 +112,59 @@ def parse_amount_pence(raw: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarra
     ``is_too_long`` marks well-formed numbers with more significant characters than any
     plausible amount (they would overflow the decimal type); they are out of range, not
     malformed. Leading zeros do not count: "000000000000000012.50" is 12.50.
+
+    The common shape (an optional sign, digits, a point and two digits: ``-85.00``) is read
+    byte-wise with numpy (``_plain_amounts``); everything else by ``AMOUNT_PATTERN``.
     """
     text = pc.utf8_trim_whitespace(raw)
+    n = len(text)
+    pence = np.zeros(n, dtype=np.int64)
+    plain = np.zeros(n, dtype=bool)
+    length = np.asarray(pc.fill_null(pc.binary_length(text), 0))
+    for size in np.unique(length[(length >= 4) & (length <= PLAIN_AMOUNT_MAX_CHARS)]).tolist():
+        rows = np.flatnonzero(length == size)
+        shaped, value = _plain_amounts(_fixed_grid(text, rows, size))
+        plain[rows[shaped]] = True
+        pence[rows[shaped]] = value[shaped]
+    missing = np.zeros(n, dtype=bool)
+    invalid = np.zeros(n, dtype=bool)
+    too_long = np.zeros(n, dtype=bool)
+    rest = np.flatnonzero(~plain)
+    if len(rest):
+        found = _amounts_by_pattern(text.take(pa.array(rest)))
+        pence[rest], missing[rest], invalid[rest], too_long[rest] = found
+    return pence, missing, invalid, too_long
+
+
+# Plain amounts up to this many characters (sign included) fit in int64 pence with room.
+PLAIN_AMOUNT_MAX_CHARS = MAX_AMOUNT_CHARS
+
+
+def _plain_amounts(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For values of one length as a (rows, length) byte grid: which are ``[+-]?d+.dd``
+    (a subset of ``AMOUNT_PATTERN``), and their signed pence."""
+    size = grid.shape[1]
+    grid = np.ascontiguousarray(grid.T)  # one contiguous row per character position
+    digit = grid - np.uint8(48)  # bytes below "0" wrap round to large values
+    is_digit = digit <= 9
+    minus = grid[0] == ord("-")
+    signed = minus | (grid[0] == ord("+"))
+    shaped = (signed | is_digit[0]) & (grid[size - 3] == ord("."))
+    shaped &= is_digit[size - 2] & is_digit[size - 1]
+    if size < 5:  # "-.50" has no digit before the point
+        shaped &= ~signed
+    value = np.where(is_digit[0], digit[0], 0).astype(np.int64)
+    for i in range(1, size - 3):
+        shaped &= is_digit[i]
+        value *= 10
+        value += digit[i]
+    value *= 100
+    value += digit[size - 2].astype(np.int64) * 10 + digit[size - 1]
+    return shaped, np.where(minus, -value, value)
+
+
+def _amounts_by_pattern(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``parse_amount_pence`` for trimmed text of any shape, by ``AMOUNT_PATTERN``."""
     missing = _blank(text)
     well_formed = _to_bool(pc.match_substring_regex(text, AMOUNT_PATTERN))
     cleaned = pc.replace_substring_regex(text, r"[£,]", "")
@@ -131,6 +182,15 @@ def parse_amount_pence(raw: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return np.asarray(pence), missing, ~missing & ~well_formed, too_long
 
 
+def _fixed_grid(text: pa.Array, rows: np.ndarray, size: int) -> np.ndarray:
+    """The values at ``rows``, all ``size`` bytes long, as a (rows, size) uint8 grid."""
+    picked = text if len(rows) == len(text) else text.take(pa.array(rows))
+    start = np.frombuffer(picked.buffers()[1], dtype=np.int32, count=1, offset=picked.offset * 4)
+    count = len(picked) * size
+    grid = np.frombuffer(picked.buffers()[2], dtype=np.uint8, count=count, offset=int(start[0]))
+    return grid.reshape(len(picked), size)
+
+
 def days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
     """Days since 1970-01-01 of a proleptic Gregorian date; month 13 is January of the next
     year, so month lengths come out as differences. Integer arithmetic only."""
@@ -141,6 +201,17 @@ def days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.
     doy = (153 * shifted + 2) // 5 + day - 1
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
     return era * 146097 + doe - 719468
+
+
+@functools.cache
+def month_starts() -> np.ndarray:
+    """``days_from_civil(year, month, 1)`` for years 0-9999 (every 4-digit year a timestamp
+    can hold) and months 1-13, as a (10000, 14) table; column 0 is unused."""
+    year = np.arange(10_000, dtype=np.int64)[:, None]
+    month = np.arange(14, dtype=np.int64)[None, :]
+    table = days_from_civil(year, np.maximum(month, 1), np.ones_like(month))
+    table[:, 0] = 0
+    return table
 
 
 @functools.cache
@@ -227,35 +298,39 @@ _LAYOUT_FIELDS = {"Y": "year", "M": "month", "D": "day", "h": "hour", "m": "minu
 
 def _fixed_layout(text: pa.Array, layout: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """For values all ``len(layout)`` bytes long: which have the layout, and their fields."""
-    size = len(layout)
-    data = text.buffers()[2]
-    start = np.frombuffer(text.buffers()[1], dtype=np.int32, count=1, offset=text.offset * 4)[0]
-    grid = np.frombuffer(data, dtype=np.uint8, count=len(text) * size, offset=int(start))
-    grid = grid.reshape(len(text), size)
-    shaped = np.ones(len(text), dtype=bool)
+    # One row per character position, so each position is a contiguous run of bytes.
+    grid = np.ascontiguousarray(_fixed_grid(text, np.arange(len(text)), len(layout)).T)
+    digit = grid - np.uint8(48)  # bytes below "0" wrap round to large values
+    positions = [i for i, char in enumerate(layout) if char in _LAYOUT_FIELDS]
+    shaped = np.all(digit[positions] <= 9, axis=0)
     values: dict[str, np.ndarray] = {
         name: np.zeros(len(text), dtype=np.int64) for name in ("hour", "minute", "second")
     }
+    fields: dict[str, list[int]] = {}
     for i, char in enumerate(layout):
-        column = grid[:, i]
         if char in _LAYOUT_FIELDS:
-            digit = column.astype(np.int64) - 48
-            shaped &= (digit >= 0) & (digit <= 9)
-            name = _LAYOUT_FIELDS[char]
-            values[name] = values.get(name, np.zeros(len(text), dtype=np.int64)) * 10 + digit
+            fields.setdefault(_LAYOUT_FIELDS[char], []).append(i)
         elif char == "T":
-            shaped &= (column == ord("T")) | (column == ord(" "))
+            shaped &= (grid[i] == ord("T")) | (grid[i] == ord(" "))
         else:
-            shaped &= column == ord(char)
+            shaped &= grid[i] == ord(char)
+    for name, where in fields.items():
+        value = digit[where[0]].astype(np.int32)
+        for i in where[1:]:
+            value *= 10
+            value += digit[i]
+        values[name] = value.astype(np.int64)
     return shaped, values
 
 
 def _clock(values: dict) -> tuple[np.ndarray, np.ndarray]:
     """(fields make a real date and time, epoch-style seconds of the written wall clock)."""
     year, month, day = values["year"], values["month"], values["day"]
-    ok = (month >= 1) & (month <= 12) & (day >= 1)
-    first = days_from_civil(year, month, np.ones_like(day))
-    ok &= day <= days_from_civil(year, month + 1, np.ones_like(day)) - first
+    ok = (month >= 1) & (month <= 12) & (day >= 1) & (year >= 0) & (year <= 9999)
+    table = month_starts()
+    row, column = np.where(ok, year, 0), np.where(ok, month, 1)
+    first = table[row, column]
+    ok &= day <= table[row, column + 1] - first
     for name, largest in FIELD_MAX.items():
         if name in values:
             ok &= values[name] <= largest
