@@ -358,16 +358,8 @@ class RowBlocks:
         parsed = reject == 0
         if parsed.all():
             fields = list(table.columns)
-        else:
-            # Rejected rows get empty fields; parsed rows keep their order.
-            filler = pa.array([b""], pa.binary())
-            position = np.zeros(len(reject), dtype=np.int64)
-            position[parsed] = np.arange(int(parsed.sum()))
-            fields = []
-            for column in table.columns:
-                values = pa.concat_arrays([_array(column), filler])
-                index = np.where(parsed, position, len(column))
-                fields.append(values.take(pa.array(index)))
+        else:  # rejected rows get empty fields; parsed rows keep their order
+            fields = [_with_empty_rows(_array(column), parsed) for column in table.columns]
         arrays = [
             *(_array(f) for f in fields),
             pa.array(line, pa.int64()),
@@ -435,6 +427,29 @@ def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     if isinstance(column, pa.ChunkedArray):
         return column.combine_chunks() if column.num_chunks else pa.array([], column.type)
     return column
+
+
+def _with_empty_rows(values: pa.Array, present: np.ndarray) -> pa.Array:
+    """``values`` spread over the rows where ``present`` is True, with empty values in the
+    other rows. Only the offsets are rebuilt: the bytes are shared, not copied."""
+    if values.null_count:  # never from the reader (fields are never null); kept exact
+        return _with_empty_rows_by_take(values, present)
+    buffers = values.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int32, count=values.offset + len(values) + 1)
+    offsets = offsets[values.offset :]
+    spread = np.empty(len(present) + 1, dtype=np.int32)
+    spread[0] = offsets[0]
+    spread[1:] = offsets[np.cumsum(present)]  # a row ends where the last value so far ends
+    shared = [None, pa.py_buffer(spread), buffers[2]]
+    return pa.Array.from_buffers(values.type, len(present), shared)
+
+
+def _with_empty_rows_by_take(values: pa.Array, present: np.ndarray) -> pa.Array:
+    """``_with_empty_rows`` by copying (for arrays with nulls)."""
+    filler = pa.concat_arrays([values, pa.array([b""], values.type)])
+    position = np.full(len(present), len(values), dtype=np.int64)
+    position[present] = np.arange(len(values))
+    return filler.take(pa.array(position))
 
 
 def _slices(data: bytes, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
