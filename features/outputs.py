@@ -15,6 +15,7 @@ we publish:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,13 +39,21 @@ NEEDS_QUOTES = '[,"\r\n]'
 def neutralise(values: pa.Array) -> pa.Array:
     """Text cells made inert for spreadsheets (module doc); other cells unchanged."""
     first = pc.utf8_slice_codeunits(values, 0, 1)
-    risky = pc.is_in(first, pa.array(FORMULA_START))
-    signed = pc.and_(
-        pc.is_in(first, pa.array(SIGNS)),
-        pc.invert(pc.match_substring_regex(values, PLAIN_NUMBER)),
-    )
-    mark = pc.fill_null(pc.or_(risky, signed), False)
-    return pc.if_else(mark, pc.binary_join_element_wise(TEXT_MARK, values, ""), values)
+    mark = np.asarray(pc.fill_null(pc.is_in(first, pa.array(FORMULA_START)), False))
+    signed = np.asarray(pc.fill_null(pc.is_in(first, pa.array(SIGNS)), False))
+    if signed.any():  # a sign is a formula unless a plain number follows
+        rows = np.flatnonzero(signed)
+        number = pc.match_substring_regex(values.take(pa.array(rows)), PLAIN_NUMBER)
+        mark[rows[~np.asarray(pc.fill_null(number, False))]] = True
+    return _changed(values, mark, lambda chosen: pc.binary_join_element_wise(TEXT_MARK, chosen, ""))
+
+
+def _changed(values: pa.Array, mask: np.ndarray, change: Callable[[pa.Array], pa.Array]):
+    """``values`` with ``change`` applied where ``mask`` is True (only those are touched)."""
+    if not mask.any():
+        return values
+    chosen = pa.array(mask)
+    return pc.replace_with_mask(values, chosen, change(values.filter(chosen)))
 
 
 def restore(cell: str) -> str:
@@ -54,9 +63,14 @@ def restore(cell: str) -> str:
 
 def quote(values: pa.Array) -> pa.Array:
     """RFC 4180 quoting where needed: delimiter, quote, CR or LF inside."""
-    needs = pc.match_substring_regex(values, NEEDS_QUOTES)
-    quoted = pc.binary_join_element_wise('"', pc.replace_substring(values, '"', '""'), '"', "")
-    return pc.if_else(needs, quoted, values)
+    needs = np.asarray(pc.fill_null(pc.match_substring_regex(values, NEEDS_QUOTES), False))
+    return _changed(
+        values,
+        needs,
+        lambda chosen: pc.binary_join_element_wise(
+            '"', pc.replace_substring(chosen, '"', '""'), '"', ""
+        ),
+    )
 
 
 def _text_cells(values: pd.Series) -> pa.Array:
