@@ -24,14 +24,15 @@ field content can fake a field boundary (``("a,b", "c")`` and ``("a", "b,c")`` d
 whatever the bytes), and a key built by joining escaped fields (``pipeline.row_key``) may
 be hashed as one value too.
 
-Collisions. This is not a cryptographic hash: someone who knows the function (and the seed)
-can build two rows with the same hash, as for any unkeyed 64-bit hash; a secret ``seed``
-stops that. For data not built to collide the hashes behave as independent random 64-bit
-values, so among ``n`` distinct rows the expected number of colliding pairs is
-``n * (n - 1) / 2**65`` (``collision_bound``): 2.7e-6 at 10 million rows, 2.7e-4 at 100
-million, 0.027 at a billion. A collision makes a row look like a copy of another (it is
-counted as a duplicate). A store that will hold more than about 100 million keys should keep
-two hashes with different seeds (128 bits: bound ``n**2 / 2**129``).
+Collisions. This is not a cryptographic hash: someone who knows the function and the seed
+can build two rows with the same hash, as for any fast 64-bit hash (a secret ``seed`` makes
+that harder, but this is not a keyed MAC). For data not built to collide the hashes behave
+as independent random 64-bit values, so among ``n`` distinct rows the expected number of
+colliding pairs is ``n * (n - 1) / 2**65`` (``collision_bound``): 2.7e-6 at 10 million rows,
+2.7e-4 at 100 million, 0.027 at a billion. A collision makes a row look like a copy of an
+earlier one (counted as a duplicate) or, for transaction ids, like a reused id. A store that
+will hold more than about 100 million keys should keep two hashes with different seeds (128
+bits: bound ``n**2 / 2**129``).
 """
 
 from __future__ import annotations
