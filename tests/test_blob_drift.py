@@ -51,11 +51,12 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Transactions from the process the trained bundle was fitted on (its notes: 50 rows per
-    customer, 2025-01-01 to 2025-06-30), with a seed of their own: new customers."""
+    """Transactions (and, beside them, labels with decision dates) from the process the
+    trained bundle was fitted on (its card: 150 rows per applicant, decision dates, histories
+    of mixed lengths), with a seed of their own: new customers."""
     out = tmp_path_factory.mktemp("synthetic")
     subprocess.run(
-        [sys.executable, "-m", "features.synthetic", "--rows", "60000", "--customers", "1200",
+        [sys.executable, "-m", "features.synthetic", "--rows", "180000", "--customers", "1200",
          "--seed", "7", "--out", str(out)],
         cwd=ROOT, check=True, capture_output=True, timeout=300,
     )  # fmt: skip
@@ -123,7 +124,7 @@ def test_a_batch_from_the_training_process_writes_drift_json_and_drifts_nowhere(
 ) -> None:
     serve_bundle(TRAINED)
     batch = new_batch()
-    upload_batch(store, batch, [synthetic])
+    upload_batch(store, batch, [synthetic, synthetic.parent / "labels.csv"])
     caplog.set_level(logging.INFO)
     trigger(store, batch, "transactions.csv")
 
@@ -160,14 +161,16 @@ def test_a_shifted_batch_names_the_inputs_that_moved(
 ) -> None:
     serve_bundle(TRAINED)
     batch = new_batch()
+    labels = synthetic.parent / "labels.csv"
+    store.write(RAW, f"{batch}/labels.csv", labels.read_bytes(), "text/csv")
     store.write(RAW, f"{batch}/transactions.csv", credits_times_ten(synthetic), "text/csv")
     caplog.set_level(logging.INFO)
     trigger(store, batch, "transactions.csv")
 
     found = outputs(store, batch)
     report = json.loads(found[f"{CURATED}/{batch}/drift.json"])
-    assert "total_credit" in report["drifted"]
-    assert "num_transactions" not in report["drifted"]  # counts did not move
+    assert "rent_burden" in report["drifted"]  # rent over ten times the income
+    assert "transactions_per_month" not in report["drifted"]  # counts did not move
     assert json.loads(found[f"{CURATED}/{batch}/_SUCCESS"])["drifted"] == report["drifted"]
     # What the alert query does with the logged lines: PSI at or above the threshold.
     lines = drift_lines(caplog)
@@ -177,7 +180,7 @@ def test_a_shifted_batch_names_the_inputs_that_moved(
     warnings = [
         r for r in caplog.records if r.levelno == logging.WARNING and "drift:" in r.getMessage()
     ]
-    assert len(warnings) == 1 and "total_credit" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "rent_burden" in warnings[0].getMessage()
 
 
 def test_the_handover_bundle_has_no_reference_so_no_drift_json_and_a_note(
