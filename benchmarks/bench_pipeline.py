@@ -301,6 +301,8 @@ PHASES = (
     ("amounts", "features.quality", "parse_amount_pence"),
     ("value rules (incl. timestamps, amounts)", "features.pipeline", "parse_chunk"),
     ("hashing", "features.pipeline", "_hash_strings"),
+    ("hashing", "features.pipeline", "hash_rows"),
+    ("hashing", "features.pipeline", "hash_values"),
     ("duplicate look-up", "features.pipeline.SeenHashes", "repeats"),
     ("utf-8 decoding", "features.pipeline", "decode_utf8"),
     ("quarantine rows", "features.pipeline", "quarantine_frame"),

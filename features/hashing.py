@@ -21,8 +21,7 @@ long values, none over positions either. ``hash_values(a)`` is the hash of one-f
 
 No separator is involved: each field is hashed as its own bytes with its own length, so no
 field content can fake a field boundary (``("a,b", "c")`` and ``("a", "b,c")`` differ
-whatever the bytes), and a key built by joining escaped fields (``pipeline.row_key``) may
-be hashed as one value too.
+whatever the bytes). ``features.pipeline`` hashes each row's fields this way to find copies.
 
 Collisions. This is not a cryptographic hash: someone who knows the function and the seed
 can build two rows with the same hash, as for any fast 64-bit hash (a secret ``seed`` makes

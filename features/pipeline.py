@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -32,6 +33,7 @@ from features.engine import (
     finish_run,
     lookback_or_requested,
 )
+from features.hashing import hash_rows, hash_values
 from features.labels import read_labels
 from features.quality import REASON_INDEX, REASON_NAMES, ParsedChunk, parse_chunk
 from features.reader import (
@@ -59,7 +61,7 @@ from features.rules import (
     example_column,
     require_every_rule,
 )
-from features.schema import TRANSACTION_ALIASES, TRANSACTION_REQUIRED, map_columns
+from features.schema import TRANSACTION_ALIASES, TRANSACTION_REQUIRED, ColumnMap, map_columns
 from features.tally import InputShape, Tally
 
 log = logging.getLogger(__name__)
@@ -115,50 +117,49 @@ class SeenHashes:
         self._sorted = np.sort(np.concatenate([self._sorted, new_sorted]), kind="stable")
 
 
-SEPARATOR, ESCAPE = b"\x1f", b"\x1e"
+@dataclass(frozen=True)
+class ClassifiedChunk:
+    """Everything one chunk's rows are on their own, before file order decides anything.
 
-
-def _may_hold(array: pa.Array, values: bytes) -> bool:
-    """False only if no byte of ``values`` is in the array's data (a cheap whole-buffer scan;
-    the buffer may extend past a sliced array, which can only give a false True)."""
-    buffers = array.buffers()
-    data = buffers[2] if len(buffers) > 2 else None
-    if data is None:
-        return False
-    grid = np.frombuffer(data, dtype=np.uint8)
-    return any(bool((grid == v).any()) for v in values)
-
-
-def row_key(*columns: pa.Array, raw: pa.Array | None = None) -> pa.Array:
-    """One binary key per row, equal for two rows only if every field is equal.
-
-    Fields are joined with a separator byte. If any field may hold the separator or the
-    escape byte (``raw``, the rows' bytes, is checked when given), both are escaped first
-    (``ESCAPE`` doubled, ``SEPARATOR`` prefixed by ``ESCAPE``), so no field can fake a field
-    boundary.
+    Nothing here depends on other chunks, so chunks can be classified in any order or at
+    the same time, and a store can keep a batch's facts to fold them again later
+    (``features.incremental``). Arrays have one entry per row of the chunk.
     """
-    as_binary = [pc.cast(c, pa.binary()) for c in columns]
-    checked = [raw] if raw is not None else as_binary
-    if any(_may_hold(c, SEPARATOR + ESCAPE) for c in checked):
-        as_binary = [
-            pc.replace_substring(
-                pc.replace_substring(c, ESCAPE, ESCAPE + ESCAPE), SEPARATOR, ESCAPE + SEPARATOR
-            )
-            for c in as_binary
-        ]
-    if len(as_binary) == 1:
-        return as_binary[0]
-    return pc.binary_join_element_wise(*as_binary, pa.scalar(SEPARATOR, pa.binary()))
+
+    lines: np.ndarray  # physical line number of each row
+    raw: pa.Array  # each row's bytes as read
+    canonical: dict[str, pa.Array]  # decoded text by canonical column name
+    parsed: ParsedChunk
+    reason: np.ndarray  # int8 quarantine reason by the row rules alone (0: passes them all)
+    split: np.ndarray  # the reader cut the row into fields: only such rows can be copies
+    row_hash: np.ndarray  # uint64 ``features.hashing`` hash of the row's fields
+    transaction_hash: np.ndarray  # uint64 hash of the transaction id (meaningful if reason 0)
 
 
-def _hash_strings(*columns: pa.Array, raw: pa.Array | None = None) -> np.ndarray:
-    """64-bit hash per row of ``row_key``, consistent within one process.
-
-    Python's own bytes hash (SipHash) is the cheapest exact-enough key we have: a false
-    match needs a 64-bit collision (about 3 in a million at 10M rows).
-    """
-    as_bytes = row_key(*columns, raw=raw).to_numpy(zero_copy_only=False)
-    return np.fromiter(map(hash, as_bytes), dtype=np.int64, count=len(as_bytes)).view(np.uint64)
+def classify_chunk(
+    batch: pa.RecordBatch, columns: ColumnMap, width: int, now: datetime
+) -> ClassifiedChunk:
+    """Apply every row rule to one chunk from ``features.reader`` and hash what the
+    order-dependent rules (duplicates, reused transaction ids) will compare."""
+    fields = batch.columns[:width]
+    reader_reason = _READER_REASON_INDEX[np.asarray(batch.column(REJECT))]
+    split = reader_reason == 0
+    text, not_utf8 = decode_utf8(fields)
+    canonical = {c: text[p] for c, p in columns.positions.items()}
+    parsed = parse_chunk(canonical, now, np.asarray(batch.column(SPANS)))
+    reason = parsed.reason
+    reason[not_utf8] = REASON_INDEX[RuleCode.INVALID_UTF8]
+    reason[~split] = reader_reason[~split]
+    return ClassifiedChunk(
+        lines=np.asarray(batch.column(LINE)),
+        raw=batch.column(RAW),
+        canonical=canonical,
+        parsed=parsed,
+        reason=reason,
+        split=split,
+        row_hash=hash_rows(*fields),
+        transaction_hash=hash_values(parsed.transaction_id),
+    )
 
 
 def _example_values(values: pa.Array, mask: np.ndarray) -> list[str]:
@@ -198,36 +199,24 @@ class _TransactionJob:
 
     def process(self, batch: pa.RecordBatch) -> None:
         """Deduplicate, validate and aggregate one chunk of rows (see ``features.reader``)."""
-        n = batch.num_rows
-        self.tally.rows_in += n
-        width = len(self.header)
-        fields = batch.columns[:width]
-        lines = np.asarray(batch.column(LINE))
-        reader_reason = _READER_REASON_INDEX[np.asarray(batch.column(REJECT))]
-        split = reader_reason == 0
-        raw = batch.column(RAW)
-        duplicate = np.zeros(n, dtype=bool)
-        if split.all():
-            duplicate = self.seen_rows.repeats(_hash_strings(*fields, raw=raw), remember=True)
-        else:
-            keep = pa.array(split)
-            hashes = _hash_strings(*(f.filter(keep) for f in fields), raw=raw)
-            duplicate[split] = self.seen_rows.repeats(hashes, remember=True)
-        text, not_utf8 = decode_utf8(fields)
-        canonical = {c: text[p] for c, p in self.columns.positions.items()}
-        line_break = np.asarray(batch.column(SPANS))
+        self.fold(classify_chunk(batch, self.columns, len(self.header), self.now))
 
-        parsed = parse_chunk(canonical, self.now, line_break)
+    def fold(self, chunk: ClassifiedChunk) -> None:
+        """Decide what depends on the rows before this chunk (copies, reused transaction
+        ids), count every row once and aggregate the used ones. Chunks must be folded in
+        file order: the first copy wins."""
+        n = len(chunk.reason)
+        self.tally.rows_in += n
+        duplicate = np.zeros(n, dtype=bool)
+        duplicate[chunk.split] = self.seen_rows.repeats(chunk.row_hash[chunk.split], remember=True)
+        parsed, canonical = chunk.parsed, chunk.canonical
         if not self.checked:
             require_every_rule(ENGINE, (*parsed.checked, *parsed.findings, *_DECIDED_HERE))
             self.checked = True
-        reason = parsed.reason
-        reason[not_utf8] = REASON_INDEX[RuleCode.INVALID_UTF8]
-        reason[~split] = reader_reason[~split]
+        reason = chunk.reason.copy()
         reason[duplicate] = 0
-        valid = reason == 0
-        valid &= ~duplicate
-        txn_hash = _hash_strings(parsed.transaction_id.filter(pa.array(valid)))
+        valid = (reason == 0) & ~duplicate
+        txn_hash = chunk.transaction_hash[valid]
         reused = np.zeros(n, dtype=bool)
         reused[valid] = self.seen_transactions.repeats(txn_hash)
         reason[reused] = REASON_INDEX[RuleCode.CONFLICTING_TRANSACTION_ID]
@@ -236,14 +225,13 @@ class _TransactionJob:
 
         self.tally.rows_duplicate += int(duplicate.sum())
         self.tally.rows_used += int(used.sum())
-        self._record_quarantine(text, canonical, reason, duplicate, lines, raw)
+        self._record_quarantine(canonical, reason, duplicate, chunk.lines, chunk.raw)
         self._record_findings(parsed, canonical, used)
         if used.any():
             self._aggregate(parsed, canonical, used)
 
     def _record_quarantine(
         self,
-        text: list[pa.Array],
         canonical: dict[str, pa.Array],
         reason: np.ndarray,
         duplicate: np.ndarray,
