@@ -8,13 +8,14 @@ main.bicepparam (pycep has no grammar for `using` files or readEnvironmentVariab
 
 from __future__ import annotations
 
-import functools
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pycep import BicepParser
+
+from infra.checks.bicep import Tree, bicep_files, parse, unwrap
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
 MODULES = INFRA / "modules"
@@ -29,34 +30,12 @@ METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
 CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 
-Tree = dict[str, Any]
-
 
 # ---------------------------------------------------------------- parsing helpers
 
 
-@functools.cache
-def parse(path: Path) -> Tree:
-    """Parse once per file: pycep builds a LALR parser, which is slow to repeat."""
-    return BicepParser().parse(file_path=path)
-
-
-def bicep_files() -> list[Path]:
-    return sorted(INFRA.rglob("*.bicep"))
-
-
 def template(name: str) -> Tree:
     return parse(INFRA / name)
-
-
-def unwrap(config: Tree) -> tuple[Tree, Any, Any]:
-    """Split a resource/module config into (body, condition, loop); pycep nests both."""
-    loop = config.get("loop_type")
-    condition = config.get("condition")
-    if "config" in config and ("loop_type" in config or "condition" in config):
-        inner, inner_condition, _ = unwrap(config["config"])
-        return inner, condition if condition is not None else inner_condition, loop
-    return config, None, None
 
 
 def resources(tree: Tree, rtype: str) -> dict[str, Tree]:
