@@ -273,15 +273,22 @@ def _linear_scorer(
     return LinearScorer(params=params, kind="linear-json"), ""
 
 
-def load_bundle(source: BundleSource) -> LoadedModel:
-    """Read, verify and prepare a bundle for scoring. Raises ``BundleError``."""
-    started = time.perf_counter()
+def read_checked(source: BundleSource) -> tuple[Manifest, bytes]:
+    """The bundle's manifest and the model bytes it vouches for (checksum matched, nothing
+    unpickled yet). Raises ``BundleError``."""
     try:
         manifest = parse_manifest(source.read_manifest())
     except ManifestError as exc:
         raise BundleError(str(exc)) from exc
     blob = source.read_model()
     check_sha256(blob, manifest.sha256, MODEL_FILE, "unpickle")
+    return manifest, blob
+
+
+def load_bundle(source: BundleSource) -> LoadedModel:
+    """Read, verify and prepare a bundle for scoring. Raises ``BundleError``."""
+    started = time.perf_counter()
+    manifest, blob = read_checked(source)
     notes: list[str] = []
     scorer: Scorer | None = None
     if manifest.linear is not None:

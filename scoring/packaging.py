@@ -26,7 +26,7 @@ import numpy as np
 from scoring.bundle import (
     BundleError,
     LocalDirSource,
-    check_sha256,
+    read_checked,
     sha256_hex,
     unpickle,
     verify_estimator,
@@ -40,10 +40,8 @@ from scoring.manifest import (
     InputSpec,
     LinearSection,
     Manifest,
-    ManifestError,
     ReferenceSection,
     dump_manifest,
-    parse_manifest,
 )
 from scoring.reference import Reference
 
@@ -146,12 +144,7 @@ def write_bundle(
 def add_linear(bundle: Path) -> Manifest:
     """Add verified ``linear.json`` to an existing bundle; ``model.joblib`` is untouched."""
     source = LocalDirSource(bundle)
-    try:
-        manifest = parse_manifest(source.read_manifest())
-    except ManifestError as exc:
-        raise BundleError(str(exc)) from exc
-    blob = source.read_model()
-    check_sha256(blob, manifest.sha256, MODEL_FILE, "unpickle")
+    manifest, blob = read_checked(source)
     estimator, _, _ = unpickle(blob)
     verify_estimator(estimator, manifest)
     linear = linear_section(estimator, manifest.inputs)
