@@ -63,7 +63,6 @@ RULES: dict[str, str] = {
     r"^python -m features --transactions": "pipeline",
     r"^python -m features\.synthetic .*&& python -m features .*&& python -m features\.eda": "eda",
     r"^python -m benchmarks\.": "benchmark",
-    r"^MODEL_DIR=artifacts/trained python -m scoring$": "azure",
 }
 
 
@@ -79,6 +78,17 @@ def test_every_readme_command_is_covered() -> None:
     assert COMMANDS, "README has no bash commands?"
     unknown = [c for c in COMMANDS if kind(c) is None]
     assert unknown == [], "add a rule (and a test) for these README commands"
+
+
+def test_readme_stays_short_and_its_links_resolve() -> None:
+    """The front door stays short (details live beside the code) and every relative link
+    in it points at a file that exists."""
+    assert len(README.splitlines()) <= 250
+    links = re.findall(r"\]\(([^)#\s]+)[^)]*\)", README)
+    local = [link for link in links if "://" not in link]
+    assert local, "README links to no file?"
+    missing = [link for link in local if not (ROOT / link).exists()]
+    assert missing == []
 
 
 def test_ci_runs_the_readme_test_command() -> None:
