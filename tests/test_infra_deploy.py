@@ -19,7 +19,7 @@ sys.path.insert(0, str(INFRA / "checks"))
 import bicep  # noqa: E402
 
 # Measured: one 2M-row, 147 MB batch read range by range from Azurite peaks at 991 MiB RSS
-# for the whole process (README.md, "Benchmarks"); importing function_app alone is ~150 MiB.
+# for the whole process (blobflow/README.md, "Memory"); importing function_app alone is ~150 MiB.
 BATCH_PEAK_MIB = 991
 # Flex Consumption adds 272 MB per instance for system and host processes on top of the
 # configured size ("Instance sizes", flex-consumption-plan), so the configured memory is
