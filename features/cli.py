@@ -26,5 +26,6 @@ def main(argv: list[str] | None = None) -> int:
             now=now,
             generated_at=generated_at,
             on_quarantine=quarantine,
+            threads=args.threads,
         ),
     )

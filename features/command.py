@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from features.engine import REQUESTED_LOOKBACK_DAYS, QuarantineSink, RunResult
-from features.pipeline import DEFAULT_CHUNK_ROWS
+from features.pipeline import DEFAULT_CHUNK_ROWS, MAX_THREADS
 from features.publish import FORMATS, OutputSink, run_and_publish
 from features.report import summary_line
 from features.rules import DEFAULT_LOOKBACK_DAYS
@@ -82,6 +82,13 @@ def parse_args(
         help="rows per processing chunk (memory bound; Spark bounds memory by partitions)",
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="chunks processed at the same time (default: the cores available, at most "
+        f"{MAX_THREADS}); the outputs do not depend on it",
+    )
+    parser.add_argument(
         "--format", choices=FORMATS, default="csv", help="format of the tables written"
     )
     spark = parser.add_argument_group("Spark engine")
@@ -104,6 +111,8 @@ def parse_args(
         args.labels = DEFAULT_LABELS
     if args.chunk_rows < 1:
         parser.error("--chunk-rows must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
     if args.lookback_days < 1:
         parser.error("--lookback-days must be at least 1")
     return args

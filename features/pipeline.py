@@ -13,7 +13,11 @@ aggregated; the others are counted under ``WINDOW_RULES``.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -68,6 +72,9 @@ log = logging.getLogger(__name__)
 
 ENGINE = "pandas"
 DEFAULT_CHUNK_ROWS = 500_000
+# Chunks classified at the same time (``classified_in_order``): the cores this process may
+# use, at most this many (each chunk in flight holds about 150 MB at the default size).
+MAX_THREADS = 2
 # Partial aggregates are folded together once this many partial rows pile up.
 COMPACT_PARTIAL_ROWS = 2_000_000
 # Reader reason code (features.reader REJECT column) -> quarantine reason index.
@@ -84,37 +91,114 @@ _DECIDED_HERE = (
 
 
 class SeenHashes:
-    """Set of 64-bit hashes kept as one sorted array (8 bytes per entry, no objects).
+    """Set of 64-bit hashes kept in sorted arrays (8 bytes per entry, no Python objects).
 
-    Look-ups sort the queries first so the binary searches walk the array in order, and
-    merging a sorted batch in is linear (numpy's stable sort detects the two runs).
+    The set is cut by the top bits of the hash into partitions (hashes are uniform, so they
+    fill evenly), each one sorted array of at most about ``PARTITION_ENTRIES``; the number
+    of partitions doubles as the set grows. A look-up sorts the batch once (numpy's SIMD
+    sort) and binary-searches each partition's share of it in that partition only, which
+    stays in the CPU cache; an insertion merges each partition's share into it (a merge of
+    two sorted runs, detected as such by numpy's stable sort), so a batch of ``q`` hashes
+    costs ``O(q log q)`` plus one pass over the partitions it touches, never a sort of the
+    whole set. The sorted contents can be exported and restored (``to_array``,
+    ``from_array``), e.g. to persist them between runs.
     """
 
+    PARTITION_ENTRIES = 1 << 18
+
     def __init__(self) -> None:
-        self._sorted = np.empty(0, dtype=np.uint64)
+        self._bits = 0  # partitions are keyed by the top ``_bits`` bits
+        self._parts: list[np.ndarray] = [np.empty(0, dtype=np.uint64)]
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
 
     def repeats(self, hashes: np.ndarray, remember: bool = False) -> np.ndarray:
-        """True where a hash was seen before: in earlier calls or earlier in ``hashes``."""
-        order = np.argsort(hashes, kind="stable")
+        """True where a hash was seen before: in earlier calls or earlier in ``hashes``.
+        With ``remember`` the hashes are then part of the set."""
+        hashes = np.asarray(hashes, dtype=np.uint64)
+        n = len(hashes)
+        order = np.argsort(hashes)  # not stable: the earliest of equal hashes is found below
         ordered = hashes[order]
-        repeat = np.zeros(len(ordered), dtype=bool)
-        repeat[1:] = ordered[1:] == ordered[:-1]
-        if len(self._sorted):
-            position = np.searchsorted(self._sorted, ordered)
-            position[position == len(self._sorted)] = 0
-            repeat |= self._sorted[position] == ordered
+        first = np.empty(n, dtype=bool)
+        first[:1] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        distinct = ordered[starts]
+        seen = self._contains(distinct)
         if remember:
-            self._merge(ordered[~repeat])
-        out = np.empty(len(hashes), dtype=bool)
-        out[order] = repeat
+            self._insert(distinct[~seen])
+        # A row is new only if it is the earliest row with its hash and the hash is new.
+        earliest = order[starts] if len(starts) == n else np.minimum.reduceat(order, starts)
+        out = np.ones(n, dtype=bool)
+        out[earliest[~seen]] = False
         return out
 
     def add(self, hashes: np.ndarray) -> None:
         """Remember hashes known to be new and distinct."""
-        self._merge(np.sort(hashes))
+        self._insert(np.sort(np.asarray(hashes, dtype=np.uint64)))
 
-    def _merge(self, new_sorted: np.ndarray) -> None:
-        self._sorted = np.sort(np.concatenate([self._sorted, new_sorted]), kind="stable")
+    def to_array(self) -> np.ndarray:
+        """Every hash in the set, sorted ascending (a new uint64 array)."""
+        return np.concatenate(self._parts)
+
+    @classmethod
+    def from_array(cls, hashes: np.ndarray) -> SeenHashes:
+        """A set holding ``hashes`` (any order; repeats are kept once)."""
+        seen = cls()
+        values = np.sort(np.asarray(hashes, dtype=np.uint64))
+        if len(values):
+            keep = np.empty(len(values), dtype=bool)
+            keep[0] = True
+            np.not_equal(values[1:], values[:-1], out=keep[1:])
+            seen._insert(values[keep])
+        return seen
+
+    def _cuts(self, ordered: np.ndarray) -> list[np.ndarray]:
+        """Sorted values split into each partition's share."""
+        if not self._bits:
+            return [ordered]
+        shift = np.uint64(64 - self._bits)
+        bounds = np.arange(1, 1 << self._bits, dtype=np.uint64) << shift
+        return np.split(ordered, np.searchsorted(ordered, bounds))
+
+    def _contains(self, distinct: np.ndarray) -> np.ndarray:
+        """Membership of sorted values."""
+        found = np.zeros(len(distinct), dtype=bool)
+        if not self._size:
+            return found
+        offset = 0
+        for part, values in zip(self._parts, self._cuts(distinct), strict=True):
+            if len(values) and len(part):
+                position = np.searchsorted(part, values)
+                position[position == len(part)] = 0
+                found[offset : offset + len(values)] = part[position] == values
+            offset += len(values)
+        return found
+
+    def _insert(self, new_sorted: np.ndarray) -> None:
+        """Add sorted values that are not in the set and distinct."""
+        if not len(new_sorted):
+            return
+        for index, values in enumerate(self._cuts(new_sorted)):
+            if len(values):
+                merged = np.concatenate([self._parts[index], values])
+                self._parts[index] = np.sort(merged, kind="stable")  # two sorted runs
+        self._size += len(new_sorted)
+        while self._size > self.PARTITION_ENTRIES << self._bits and self._bits < 16:
+            self._split()
+
+    def _split(self) -> None:
+        """Double the partitions: each splits in two by the next bit."""
+        self._bits += 1
+        half = np.uint64(1 << (64 - self._bits))
+        parts = []
+        for index, part in enumerate(self._parts):
+            middle = np.uint64(2 * index + 1) * half
+            cut = int(np.searchsorted(part, middle))
+            parts += [part[:cut], part[cut:]]  # views: the next insert copies them
+        self._parts = parts
 
 
 @dataclass(frozen=True)
@@ -160,6 +244,46 @@ def classify_chunk(
         row_hash=hash_rows(*fields),
         transaction_hash=hash_values(parsed.transaction_id),
     )
+
+
+def available_threads() -> int:
+    """Threads for classifying chunks: the cores this process may run on, at most
+    ``MAX_THREADS``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, cores))
+
+
+def classified_in_order(
+    batches: Iterable[pa.RecordBatch],
+    classify: Callable[[pa.RecordBatch], ClassifiedChunk],
+    threads: int,
+) -> Iterator[ClassifiedChunk]:
+    """``classify`` of each batch, yielded in the batches' order.
+
+    With ``threads`` > 1 the batches are classified on a pool of that many threads (Arrow
+    and numpy release the GIL), at most ``threads`` ahead of the chunk the caller is
+    folding, so memory stays bounded and the caller still sees chunks in file order.
+    """
+    if threads <= 1:
+        for batch in batches:
+            yield classify(batch)
+        return
+    pending: deque[Future[ClassifiedChunk]] = deque()
+    with ThreadPoolExecutor(threads, thread_name_prefix="classify") as pool:
+        try:
+            for batch in batches:
+                pending.append(pool.submit(classify, batch))
+                del batch  # the pool holds it until classified
+                if len(pending) > threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _example_values(values: pa.Array, mask: np.ndarray) -> list[str]:
@@ -218,10 +342,9 @@ class _TransactionJob:
         valid = (reason == 0) & ~duplicate
         txn_hash = chunk.transaction_hash[valid]
         reused = np.zeros(n, dtype=bool)
-        reused[valid] = self.seen_transactions.repeats(txn_hash)
+        reused[valid] = self.seen_transactions.repeats(txn_hash, remember=True)
         reason[reused] = REASON_INDEX[RuleCode.CONFLICTING_TRANSACTION_ID]
         used = valid & ~reused
-        self.seen_transactions.add(txn_hash[~reused[valid]])
 
         self.tally.rows_duplicate += int(duplicate.sum())
         self.tally.rows_used += int(used.sum())
@@ -344,6 +467,7 @@ def run_pipeline(
     on_quarantine: QuarantineSink | None = None,
     progress_seconds: float = 5.0,
     lookback_days: int | None = None,
+    threads: int | None = None,
 ) -> RunResult:
     """Run the whole job. Raises ``InputError`` when an input cannot be used at all.
 
@@ -352,6 +476,8 @@ def run_pipeline(
     handed to ``on_quarantine`` chunk by chunk (so they can be streamed to a file);
     without a sink they are collected into the result. ``lookback_days`` applies when the
     labels carry decision dates (default: ``features.engine.lookback_or_requested``).
+    ``threads``: chunks classified at the same time (default ``available_threads()``);
+    the outputs are the same for any number.
     """
     now = now or datetime.now(UTC)
     collector = None if on_quarantine is not None else QuarantineCollector()
@@ -371,8 +497,15 @@ def run_pipeline(
     stream = open_csv(transactions, "transactions")
     job = _TransactionJob(stream.header, stream.delimiter, now, counting_sink, window)
     last_log = time.monotonic()
-    for batch in rechunk(prefetch(stream.batches), chunk_rows):
-        job.process(batch)
+    width = len(stream.header)
+
+    def classify(batch: pa.RecordBatch) -> ClassifiedChunk:
+        return classify_chunk(batch, job.columns, width, now)
+
+    batches = rechunk(prefetch(stream.batches), chunk_rows)
+    for chunk in classified_in_order(batches, classify, threads or available_threads()):
+        job.fold(chunk)
+        del chunk
         if time.monotonic() - last_log >= progress_seconds:
             last_log = time.monotonic()
             rate = job.tally.rows_in / max(last_log - started, 1e-9)
