@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import json
 import os
 import platform
@@ -295,6 +296,12 @@ def print_size(result: dict) -> None:
 # version does not have is skipped (for a phase listed twice, the first one found is
 # timed), so the table survives refactoring and also runs on older versions.
 PHASES = (
+    ("classifying chunks (row rules, decoding, hashing)", "features.pipeline", "classify_chunk"),
+    (
+        "folding chunks (copies, reused ids, tally, aggregation)",
+        "features.pipeline._TransactionJob",
+        "fold",
+    ),
     ("categorisation", "features.aggregate", "describe_distinct"),
     ("aggregation (incl. categorisation)", "features.aggregate", "aggregate"),
     ("timestamps", "features.quality", "parse_timestamp"),
@@ -362,9 +369,10 @@ def phase_times(transactions: Path, labels: Path) -> Times:
 
     Reading is timed first on its own (cut into rows, fields split, regrouped into
     chunks). Then the run (``run_and_publish`` into a temporary directory, as the CLI
-    does) with the read-ahead thread replaced by plain iteration, so each phase's time is
-    its own; the listed functions are wrapped with timers for that run only. CPU seconds
-    (``time.process_time``) move less than wall seconds when other work shares the machine.
+    does) on one thread, with the read-ahead thread replaced by plain iteration, so each
+    phase's time is its own; the listed functions are wrapped with timers for that run
+    only. CPU seconds (``time.process_time``) move less than wall seconds when other work
+    shares the machine.
     """
     import tempfile
 
@@ -393,13 +401,16 @@ def phase_times(transactions: Path, labels: Path) -> Times:
     saved.append((pipeline, "prefetch", pipeline.prefetch))
     pipeline.prefetch = lambda items, depth=2: items
     now = datetime.now(UTC)
+    # One thread: chunks classified in turn, so phases do not overlap (versions without
+    # the setting had only one).
+    one = {"threads": 1} if "threads" in inspect.signature(pipeline.run_pipeline).parameters else {}
     try:
         with tempfile.TemporaryDirectory() as out:
             whole = _timed(times, "run and publish, reading not overlapped", run_and_publish)
             whole(
                 LocalDirectory(Path(out)),
                 lambda sink: pipeline.run_pipeline(
-                    transactions, labels, now=now, generated_at=now, on_quarantine=sink
+                    transactions, labels, now=now, generated_at=now, on_quarantine=sink, **one
                 ),
             )
     finally:
