@@ -12,13 +12,14 @@ aggregated; the others are counted under ``WINDOW_RULES``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -47,6 +48,7 @@ from features.reader import (
     READER_REASONS,
     REJECT,
     SPANS,
+    CsvStream,
     Source,
     decode_utf8,
     escape_raw,
@@ -75,6 +77,8 @@ ENGINE = "pandas"
 DEFAULT_CHUNK_ROWS = 250_000
 # Freed memory is handed back to the system after this many rows (``release_freed_memory``).
 RELEASE_EVERY_ROWS = 250_000
+# Chunks whose used rows may be aggregating on the pool while the next ones are folded.
+AGGREGATING_AHEAD = 2
 # Chunks classified at the same time (``classified_in_order``): the cores this process may
 # use, at most this many (each chunk in flight holds about 150 MB at the default size).
 MAX_THREADS = 2
@@ -282,6 +286,7 @@ def classified_in_order(
     batches: Iterable[pa.RecordBatch],
     classify: Callable[[pa.RecordBatch], ClassifiedChunk],
     threads: int,
+    pool: Executor | None = None,
 ) -> Iterator[ClassifiedChunk]:
     """``classify`` of each batch, yielded in the batches' order.
 
@@ -295,19 +300,22 @@ def classified_in_order(
         for batch in batches:
             yield classify(batch)
         return
+    if pool is None:
+        with ThreadPoolExecutor(threads, thread_name_prefix="chunks") as own:
+            yield from classified_in_order(batches, classify, threads, own)
+        return
     pending: deque[Future[ClassifiedChunk]] = deque()
-    with ThreadPoolExecutor(threads, thread_name_prefix="classify") as pool:
-        try:
-            for batch in batches:
-                pending.append(pool.submit(classify, batch))
-                del batch  # the pool holds it until classified
-                if len(pending) >= threads:
-                    yield pending.popleft().result()
-            while pending:
+    try:
+        for batch in batches:
+            pending.append(pool.submit(classify, batch))
+            del batch  # the pool holds it until classified
+            if len(pending) >= threads:
                 yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def _example_values(values: pa.Array, mask: np.ndarray) -> list[str]:
@@ -325,7 +333,10 @@ class _TransactionJob:
         now: datetime,
         on_quarantine: QuarantineSink,
         window: Window | None = None,
+        aggregate_on: Executor | None = None,
     ) -> None:
+        """``aggregate_on``: where chunks' used rows are aggregated (default: in ``fold``);
+        call ``finish`` before reading ``partials`` when one is given."""
         self.columns = map_columns(
             header, TRANSACTION_ALIASES, TRANSACTION_REQUIRED, "transactions"
         )
@@ -339,6 +350,8 @@ class _TransactionJob:
         self.partials: list[tuple[pd.DataFrame, pd.DataFrame]] = []
         self.partial_rows = 0
         self.compacted_rows = 0  # partial rows the last fold of partials left
+        self.aggregate_on = aggregate_on
+        self.aggregating: deque[Future[tuple[pd.DataFrame, pd.DataFrame]]] = deque()
         self.tally = Tally()
         self.checked = False
         self.window = window
@@ -431,9 +444,25 @@ class _TransactionJob:
                 description = description.filter(pa.array(inside))
             if not len(ts):
                 return
-        partial = aggregate.aggregate(
-            customer_code=codes, amount_pence=amount, ts=ts, description=description
+        rows = {"customer_code": codes, "amount_pence": amount, "ts": ts}
+        if self.aggregate_on is None:
+            self._add_partial(aggregate.aggregate(**rows, description=description))
+            return
+        self.aggregating.append(
+            self.aggregate_on.submit(aggregate.aggregate, **rows, description=description)
         )
+        # Partials are taken in chunk order; at most AGGREGATING_AHEAD wait (memory).
+        while self.aggregating and (
+            len(self.aggregating) > AGGREGATING_AHEAD or self.aggregating[0].done()
+        ):
+            self._add_partial(self.aggregating.popleft().result())
+
+    def finish(self) -> None:
+        """Wait for the aggregations still running; ``partials`` is then complete."""
+        while self.aggregating:
+            self._add_partial(self.aggregating.popleft().result())
+
+    def _add_partial(self, partial: tuple[pd.DataFrame, pd.DataFrame]) -> None:
         self.partials.append(partial)
         self.partial_rows += len(partial[0]) + len(partial[1])
         limit = max(COMPACT_PARTIAL_ROWS, 2 * self.compacted_rows)
@@ -484,6 +513,37 @@ def quarantine_frame(
     return pd.DataFrame(frame, columns=list(QUARANTINE_COLUMNS))
 
 
+def _read_and_fold(
+    stream: CsvStream,
+    job: _TransactionJob,
+    chunk_rows: int,
+    threads: int,
+    pool: Executor | None,
+    started: float,
+    progress_seconds: float,
+) -> None:
+    """Every chunk of the file classified (on ``pool`` if given) and folded in order."""
+    width = len(stream.header)
+    now = job.now
+
+    def classify(batch: pa.RecordBatch) -> ClassifiedChunk:
+        return classify_chunk(batch, job.columns, width, now)
+
+    # Rows are cut and regrouped into chunks on the reading thread, one chunk ahead.
+    batches = prefetch(rechunk(stream.batches, chunk_rows), depth=1)
+    released, last_log = 0, time.monotonic()
+    for chunk in classified_in_order(batches, classify, threads, pool):
+        job.fold(chunk)
+        del chunk
+        if job.tally.rows_in - released >= RELEASE_EVERY_ROWS:
+            release_freed_memory()
+            released = job.tally.rows_in
+        if time.monotonic() - last_log >= progress_seconds:
+            last_log = time.monotonic()
+            rate = job.tally.rows_in / max(last_log - started, 1e-9)
+            log.info("transactions: %d rows read (%.0f rows/s)", job.tally.rows_in, rate)
+
+
 def run_pipeline(
     transactions: Source,
     labels: Source | None = None,
@@ -522,25 +582,16 @@ def run_pipeline(
     label_result = read_labels(labels, now) if labels is not None else None
     window = decision_window(label_result, lookback)
     stream = open_csv(transactions, "transactions")
-    job = _TransactionJob(stream.header, stream.delimiter, now, counting_sink, window)
-    last_log = time.monotonic()
-    width = len(stream.header)
-
-    def classify(batch: pa.RecordBatch) -> ClassifiedChunk:
-        return classify_chunk(batch, job.columns, width, now)
-
-    batches = rechunk(prefetch(stream.batches), chunk_rows)
-    released = 0
-    for chunk in classified_in_order(batches, classify, threads or available_threads()):
-        job.fold(chunk)
-        del chunk
-        if job.tally.rows_in - released >= RELEASE_EVERY_ROWS:
-            release_freed_memory()
-            released = job.tally.rows_in
-        if time.monotonic() - last_log >= progress_seconds:
-            last_log = time.monotonic()
-            rate = job.tally.rows_in / max(last_log - started, 1e-9)
-            log.info("transactions: %d rows read (%.0f rows/s)", job.tally.rows_in, rate)
+    threads = threads or available_threads()
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if threads > 1:
+            pool = stack.enter_context(ThreadPoolExecutor(threads, thread_name_prefix="chunks"))
+        job = _TransactionJob(
+            stream.header, stream.delimiter, now, counting_sink, window, aggregate_on=pool
+        )
+        _read_and_fold(stream, job, chunk_rows, threads, pool, started, progress_seconds)
+        job.finish()
     job.seen_rows = job.seen_transactions = SeenHashes()  # not needed any more
     release_freed_memory()
     customers, months = aggregate.combine(job.partials)
