@@ -103,21 +103,26 @@ class SeenHashes:
     """Set of 64-bit hashes kept in sorted arrays (8 bytes per entry, no Python objects).
 
     The set is cut by the top bits of the hash into partitions (hashes are uniform, so they
-    fill evenly), each one sorted array of at most about ``PARTITION_ENTRIES``; the number
-    of partitions doubles as the set grows. A look-up sorts the batch once (numpy's SIMD
-    sort) and binary-searches each partition's share of it in that partition only, which
-    stays in the CPU cache; an insertion merges each partition's share into it (a merge of
-    two sorted runs, detected as such by numpy's stable sort), so a batch of ``q`` hashes
-    costs ``O(q log q)`` plus one pass over the partitions it touches, never a sort of the
-    whole set. The sorted contents can be exported and restored (``to_array``,
+    fill evenly) of about ``PARTITION_ENTRIES`` at most; their number doubles as the set
+    grows. Each partition is two sorted arrays: the bulk, and the recent additions, which
+    are merged into the bulk once they reach ``1 / RECENT_SHARE`` of it. A look-up sorts
+    the batch once (numpy's SIMD sort) and binary-searches each partition's share of it in
+    that partition only (which stays in the CPU cache); an insertion merges each share
+    into the small recent array (a merge of two sorted runs, which numpy's stable sort
+    detects). So a batch of ``q`` hashes costs ``O(q log q)``, plus copying the recent
+    arrays (at most an eighth of the set), plus, amortised, about ``RECENT_SHARE + 1``
+    copies into a bulk array per hash: never a sort of the whole set, nor a copy of all of
+    it per batch. The sorted contents can be exported and restored (``to_array``,
     ``from_array``), e.g. to persist them between runs.
     """
 
     PARTITION_ENTRIES = 1 << 18
+    RECENT_SHARE = 8
 
     def __init__(self) -> None:
         self._bits = 0  # partitions are keyed by the top ``_bits`` bits
-        self._parts: list[np.ndarray] = [np.empty(0, dtype=np.uint64)]
+        self._bulk: list[np.ndarray] = [np.empty(0, dtype=np.uint64)]
+        self._recent: list[np.ndarray] = [np.empty(0, dtype=np.uint64)]
         self._size = 0
 
     def __len__(self) -> int:
@@ -150,7 +155,7 @@ class SeenHashes:
 
     def to_array(self) -> np.ndarray:
         """Every hash in the set, sorted ascending (a new uint64 array)."""
-        return np.concatenate(self._parts)
+        return np.concatenate([self._merged(i) for i in range(len(self._bulk))])
 
     @classmethod
     def from_array(cls, hashes: np.ndarray) -> SeenHashes:
@@ -178,11 +183,14 @@ class SeenHashes:
         if not self._size:
             return found
         offset = 0
-        for part, values in zip(self._parts, self._cuts(distinct), strict=True):
-            if len(values) and len(part):
-                position = np.searchsorted(part, values)
-                position[position == len(part)] = 0
-                found[offset : offset + len(values)] = part[position] == values
+        for index, values in enumerate(self._cuts(distinct)):
+            if len(values):
+                hit = found[offset : offset + len(values)]
+                for part in (self._bulk[index], self._recent[index]):
+                    if len(part):
+                        position = np.searchsorted(part, values)
+                        position[position == len(part)] = 0
+                        hit |= part[position] == values
             offset += len(values)
         return found
 
@@ -191,23 +199,35 @@ class SeenHashes:
         if not len(new_sorted):
             return
         for index, values in enumerate(self._cuts(new_sorted)):
-            if len(values):
-                merged = np.concatenate([self._parts[index], values])
-                self._parts[index] = np.sort(merged, kind="stable")  # two sorted runs
+            if not len(values):
+                continue
+            recent = np.sort(np.concatenate([self._recent[index], values]), kind="stable")
+            if len(recent) * self.RECENT_SHARE >= len(self._bulk[index]):
+                self._bulk[index] = np.sort(
+                    np.concatenate([self._bulk[index], recent]), kind="stable"
+                )
+                recent = recent[:0]
+            self._recent[index] = recent
         self._size += len(new_sorted)
         while self._size > self.PARTITION_ENTRIES << self._bits and self._bits < 16:
             self._split()
+
+    def _merged(self, index: int) -> np.ndarray:
+        """Partition ``index`` as one sorted array."""
+        bulk, recent = self._bulk[index], self._recent[index]
+        return np.sort(np.concatenate([bulk, recent]), kind="stable") if len(recent) else bulk
 
     def _split(self) -> None:
         """Double the partitions: each splits in two by the next bit."""
         self._bits += 1
         half = np.uint64(1 << (64 - self._bits))
-        parts = []
-        for index, part in enumerate(self._parts):
-            middle = np.uint64(2 * index + 1) * half
-            cut = int(np.searchsorted(part, middle))
-            parts += [part[:cut], part[cut:]]  # views: the next insert copies them
-        self._parts = parts
+        bulk = []
+        for index in range(len(self._bulk)):
+            part = self._merged(index)
+            cut = int(np.searchsorted(part, np.uint64(2 * index + 1) * half))
+            bulk += [part[:cut].copy(), part[cut:].copy()]
+        self._bulk = bulk
+        self._recent = [np.empty(0, dtype=np.uint64) for _ in bulk]
 
 
 @dataclass(frozen=True)
