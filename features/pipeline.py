@@ -600,6 +600,7 @@ def run_pipeline(
     started = time.monotonic()
     lookback = lookback_or_requested(lookback_days)
     label_result = read_labels(labels, now) if labels is not None else None
+    release_freed_memory()  # what reading the labels used and no longer holds
     window = decision_window(label_result, lookback)
     stream = open_csv(transactions, "transactions")
     threads = threads or available_threads()
