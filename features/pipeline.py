@@ -80,7 +80,7 @@ RELEASE_EVERY_ROWS = 250_000
 # Chunks whose used rows may be aggregating on the pool while the next ones are folded.
 AGGREGATING_AHEAD = 2
 # Chunks classified at the same time (``classified_in_order``): the cores this process may
-# use, at most this many (each chunk in flight holds about 150 MB at the default size).
+# use, at most this many (each chunk in flight holds about 60 MB at the default size).
 MAX_THREADS = 2
 # Partial aggregates are folded together once this many partial rows pile up, and at least
 # twice as many as the last fold left (a file with many customers cannot shrink much, so
