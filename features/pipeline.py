@@ -338,6 +338,45 @@ def classified_in_order(
             future.cancel()
 
 
+Decided = tuple[np.ndarray, np.ndarray]  # _TransactionJob.decide: (duplicate, reused id)
+
+
+def _decided_in_order(
+    batches: Iterable[pa.RecordBatch],
+    classify: Callable[[pa.RecordBatch], ClassifiedChunk],
+    decide: Callable[[ClassifiedChunk], Decided],
+    threads: int,
+    pool: Executor,
+    order: Executor,
+) -> Iterator[tuple[ClassifiedChunk, Decided]]:
+    """(chunk, its decision) for each batch, in the batches' order.
+
+    Chunks are classified on ``pool`` (as in ``classified_in_order``) and decided on
+    ``order``, which must run one task at a time, in the order given: so decisions follow
+    file order, and chunk k + 1 is decided while the caller folds chunk k.
+    """
+
+    def decided(classified: Future[ClassifiedChunk]) -> Decided:
+        return decide(classified.result())
+
+    pending: deque[tuple[Future[ClassifiedChunk], Future[Decided]]] = deque()
+    try:
+        for batch in batches:
+            classified = pool.submit(classify, batch)
+            pending.append((classified, order.submit(decided, classified)))
+            del batch, classified  # the pool holds them until done
+            if len(pending) >= threads:
+                chunk, decision = pending.popleft()
+                yield chunk.result(), decision.result()
+        while pending:
+            chunk, decision = pending.popleft()
+            yield chunk.result(), decision.result()
+    finally:
+        for futures in pending:
+            for future in futures:
+                future.cancel()
+
+
 def _example_values(values: pa.Array, mask: np.ndarray) -> list[str]:
     picked = values.filter(pa.array(mask)).slice(0, EXAMPLES_PER_CHECK).to_pylist()
     return [str(v)[:60] for v in picked]
@@ -383,14 +422,25 @@ class _TransactionJob:
         """Deduplicate, validate and aggregate one chunk of rows (see ``features.reader``)."""
         self.fold(classify_chunk(batch, self.columns, len(self.header), self.now))
 
-    def fold(self, chunk: ClassifiedChunk) -> None:
-        """Decide what depends on the rows before this chunk (copies, reused transaction
-        ids), count every row once and aggregate the used ones. Chunks must be folded in
-        file order: the first copy wins."""
+    def decide(self, chunk: ClassifiedChunk) -> Decided:
+        """(copy of an earlier row, reuses an earlier valid row's transaction id) for each
+        row: what depends on the rows before this chunk. Chunks must be decided in file
+        order (the first copy wins); ``fold`` calls this unless given its result."""
         n = len(chunk.reason)
-        self.tally.rows_in += n
         duplicate = np.zeros(n, dtype=bool)
         duplicate[chunk.split] = self.seen_rows.repeats(chunk.row_hash[chunk.split], remember=True)
+        valid = (chunk.reason == 0) & ~duplicate
+        reused = np.zeros(n, dtype=bool)
+        reused[valid] = self.seen_transactions.repeats(chunk.transaction_hash[valid], remember=True)
+        return duplicate, reused
+
+    def fold(self, chunk: ClassifiedChunk, decided: Decided | None = None) -> None:
+        """Decide what depends on the rows before this chunk (copies, reused transaction
+        ids; ``decided`` if ``decide`` already ran for it), count every row once and
+        aggregate the used ones. Chunks must be folded in file order: the first copy wins."""
+        n = len(chunk.reason)
+        self.tally.rows_in += n
+        duplicate, reused = decided if decided is not None else self.decide(chunk)
         parsed, canonical = chunk.parsed, chunk.canonical
         if not self.checked:
             require_every_rule(ENGINE, (*parsed.checked, *parsed.findings, *_DECIDED_HERE))
@@ -398,9 +448,6 @@ class _TransactionJob:
         reason = chunk.reason.copy()
         reason[duplicate] = 0
         valid = (reason == 0) & ~duplicate
-        txn_hash = chunk.transaction_hash[valid]
-        reused = np.zeros(n, dtype=bool)
-        reused[valid] = self.seen_transactions.repeats(txn_hash, remember=True)
         reason[reused] = REASON_INDEX[RuleCode.CONFLICTING_TRANSACTION_ID]
         used = valid & ~reused
 
@@ -542,7 +589,8 @@ def _read_and_fold(
     started: float,
     progress_seconds: float,
 ) -> None:
-    """Every chunk of the file classified (on ``pool`` if given) and folded in order."""
+    """Every chunk of the file classified (on ``pool`` if given), decided and folded in
+    file order."""
     width = len(stream.header)
     now = job.now
 
@@ -551,10 +599,27 @@ def _read_and_fold(
 
     # Rows are cut and regrouped into chunks on the reading thread, one chunk ahead.
     batches = prefetch(rechunk(stream.batches, chunk_rows), depth=1)
+    with contextlib.ExitStack() as stack:
+        chunks: Iterator[tuple[ClassifiedChunk, Decided | None]]
+        if pool is None:
+            chunks = ((chunk, None) for chunk in classified_in_order(batches, classify, 1))
+        else:  # copies and reused ids decided on their own thread, one chunk ahead
+            order = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="order"))
+            chunks = _decided_in_order(batches, classify, job.decide, threads, pool, order)
+        _fold_all(job, chunks, started, progress_seconds)
+
+
+def _fold_all(
+    job: _TransactionJob,
+    chunks: Iterator[tuple[ClassifiedChunk, Decided | None]],
+    started: float,
+    progress_seconds: float,
+) -> None:
+    """Fold chunks in order, handing freed memory back and logging progress on the way."""
     released, last_log = 0, time.monotonic()
-    for chunk in classified_in_order(batches, classify, threads, pool):
-        job.fold(chunk)
-        del chunk
+    for chunk, decided in chunks:
+        job.fold(chunk, decided)
+        del chunk, decided
         if job.tally.rows_in - released >= RELEASE_EVERY_ROWS:
             release_freed_memory()
             released = job.tally.rows_in
