@@ -225,7 +225,7 @@ class SeenHashes:
         for index in range(len(self._bulk)):
             part = self._merged(index)
             cut = int(np.searchsorted(part, np.uint64(2 * index + 1) * half))
-            bulk += [part[:cut].copy(), part[cut:].copy()]
+            bulk += [part[:cut], part[cut:]]  # views: no copy of the whole set at once
         self._bulk = bulk
         self._recent = [np.empty(0, dtype=np.uint64) for _ in bulk]
 
