@@ -3,10 +3,14 @@
 Reads the transactions in bounded chunks, so memory does not grow with the file:
 each chunk is deduplicated against hashes of everything seen before, validated, and
 reduced to partial per-customer aggregates; partials are combined exactly at the end.
-Every input row ends in exactly one place: used, removed as duplicate, or quarantined. A
-row is what ``features.records`` says it is (the reader never skips one), and a customer
-whose features fall outside the range the API accepts is withheld, not published. With
-decision dates (``features.engine.Window``) only the rows in each customer's window are
+With two cores the stages overlap: one thread reads, chunks are classified (every row
+rule, hashes) and aggregated on a pool of two, copies and reused ids are decided on their
+own thread in file order, and the caller's thread folds chunks in file order, so the
+outputs are the same for any number of threads. Every input row ends in exactly one
+place: used, removed as duplicate, or quarantined. A row is what ``features.records``
+says it is (the reader never skips one), and a customer whose features fall outside the
+range the API accepts is withheld, not published. With decision dates
+(``features.engine.Window``) only the rows in each customer's window are
 aggregated; the others are counted under ``WINDOW_RULES``.
 """
 
