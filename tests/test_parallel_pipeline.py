@@ -223,3 +223,30 @@ def test_cli_threads_option(tmp_path: Path, messy_files: tuple[Path, Path]) -> N
     assert outputs["1"] == outputs["2"] and "features.csv" in outputs["1"]
     with pytest.raises(SystemExit):
         main(["--threads", "0"])
+
+
+def test_classified_in_order_keeps_file_order_when_later_chunks_finish_first() -> None:
+    """Chunk 0 is the slowest to classify: it must still come out first, and at most
+    ``threads`` chunks are taken from the source ahead of the one handed over."""
+    import threading
+    import time
+
+    taken: list[int] = []
+    lock = threading.Lock()
+
+    def source():  # type: ignore[no-untyped-def]
+        for i in range(8):
+            with lock:
+                taken.append(i)
+            yield i
+
+    def slow_first(i):  # type: ignore[no-untyped-def]
+        time.sleep(0.05 if i % 3 == 0 else 0.0)
+        return i * 10
+
+    out = []
+    for value in pipeline.classified_in_order(source(), slow_first, threads=2):
+        with lock:
+            out.append((value, len(taken)))
+    assert [v for v, _ in out] == [i * 10 for i in range(8)]
+    assert all(ahead <= value // 10 + 2 for value, ahead in out)
