@@ -1,0 +1,167 @@
+"""Where ``features.incremental`` keeps each batch: a directory (or blob prefix) per batch.
+
+Layout (``FORMAT_VERSION`` 1), one folder per batch, named after the batch::
+
+    <store>/batch=<name>/rows.parquet        one row per input row: what a re-fold needs
+    <store>/batch=<name>/days.parquet        per (customer, UK day) partial aggregates
+    <store>/batch=<name>/quarantine.parquet  the batch's quarantined rows, as published
+    <store>/batch=<name>/batch.json          the batch's manifest (written last)
+
+Adding or replacing a batch writes only that batch's folder, so the store is partitioned
+by batch (``batch=<name>`` is the Hive-style key Spark and pyarrow datasets understand). A
+folder without ``batch.json`` is an unfinished write and is ignored. The backend is a small
+protocol (``BatchFiles``): a local directory here, Blob Storage in ``blobflow``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+FORMAT_VERSION = 1
+PREFIX = "batch="
+ROWS, DAYS, QUARANTINE = "rows.parquet", "days.parquet", "quarantine.parquet"
+MANIFEST = "batch.json"
+BATCH_FILES = (ROWS, DAYS, QUARANTINE, MANIFEST)
+# Batch names sort as text ("2025-01-31" before "2025-02-01"); they become folder names.
+BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class StoreError(ValueError):
+    """The store cannot be used as asked (bad batch name, different header, wrong format)."""
+
+
+def check_batch_name(name: str) -> str:
+    """``name`` if it can name a batch: letters, digits, ``.``, ``_``, ``-``; at most 100."""
+    if not BATCH_NAME.match(name):
+        raise StoreError(
+            "a batch name is 1-100 letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit (dates such as 2025-01-31 sort in order)"
+        )
+    return name
+
+
+class BatchFiles(Protocol):
+    """The files of a store, batch by batch. ``write_batch`` replaces every file of one
+    batch; the manifest must become visible last so readers never see half a batch."""
+
+    def batch_names(self) -> list[str]:
+        """Names of the complete batches (those with a manifest), sorted."""
+        ...
+
+    def open(self, batch: str, file: str) -> str | BinaryIO:
+        """Something ``pyarrow.parquet`` or ``json`` can read one file from."""
+        ...
+
+    def write_batch(self, batch: str, files: dict[str, bytes]) -> None: ...
+
+
+class LocalFiles:
+    """A store in a local directory. A batch is written into a fresh folder and renamed
+    into place, so a reader sees the old batch or the new one, never a mixture."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _folder(self, batch: str) -> Path:
+        return self.root / f"{PREFIX}{check_batch_name(batch)}"
+
+    def batch_names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        names = [
+            p.name[len(PREFIX) :]
+            for p in self.root.iterdir()
+            if p.name.startswith(PREFIX) and (p / MANIFEST).is_file()
+        ]
+        return sorted(n for n in names if BATCH_NAME.match(n))
+
+    def open(self, batch: str, file: str) -> str:
+        return str(self._folder(batch) / file)
+
+    def write_batch(self, batch: str, files: dict[str, bytes]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        target = self._folder(batch)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        try:
+            for name, data in files.items():
+                (staging / name).write_bytes(data)
+            old = self.root / f".replaced-{uuid.uuid4().hex}"
+            if target.exists():
+                os.replace(target, old)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    """A Parquet file (zstd) in memory."""
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+class PartialsStore:
+    """Reads and writes batches in the store's format over any ``BatchFiles``."""
+
+    def __init__(self, files: BatchFiles) -> None:
+        self.files = files
+
+    @classmethod
+    def local(cls, root: str | Path) -> PartialsStore:
+        return cls(LocalFiles(Path(root)))
+
+    def batch_names(self) -> list[str]:
+        return self.files.batch_names()
+
+    def manifest(self, batch: str) -> dict[str, Any]:
+        source = self.files.open(batch, MANIFEST)
+        if isinstance(source, str):
+            text = Path(source).read_text(encoding="utf-8")
+        else:
+            text = source.read().decode("utf-8")
+        manifest = json.loads(text)
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise StoreError(
+                f"batch {batch}: store format {manifest.get('format_version')}, "
+                f"this code reads {FORMAT_VERSION}"
+            )
+        return manifest
+
+    def table(self, batch: str, file: str, columns: Iterable[str] | None = None) -> pa.Table:
+        cols = list(columns) if columns is not None else None
+        return pq.read_table(self.files.open(batch, file), columns=cols)
+
+    def write(
+        self,
+        batch: str,
+        *,
+        rows: pa.Table,
+        days: pa.Table,
+        quarantine: pa.Table,
+        manifest: dict[str, Any],
+    ) -> None:
+        """Replace one batch's files (the manifest last)."""
+        manifest = {"format_version": FORMAT_VERSION, "batch": batch, **manifest}
+        self.files.write_batch(
+            check_batch_name(batch),
+            {
+                ROWS: table_bytes(rows),
+                DAYS: table_bytes(days),
+                QUARANTINE: table_bytes(quarantine),
+                MANIFEST: (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode(),
+            },
+        )
