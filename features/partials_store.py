@@ -97,11 +97,17 @@ class LocalFiles:
         try:
             for name, data in files.items():
                 (staging / name).write_bytes(data)
-            old = self.root / f".replaced-{uuid.uuid4().hex}"
-            if target.exists():
-                os.replace(target, old)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        old = self.root / f".replaced-{uuid.uuid4().hex}"
+        if target.exists():
+            os.replace(target, old)
+        try:
             os.replace(staging, target)
         except BaseException:
+            if old.exists():
+                os.replace(old, target)
             shutil.rmtree(staging, ignore_errors=True)
             raise
         shutil.rmtree(old, ignore_errors=True)
