@@ -194,7 +194,16 @@ def load_index(store: PartialsStore, batches: list[str]) -> tuple[np.ndarray, np
         transactions.append(np.asarray(table.column("transaction_hash"))[used])
     if not rows:
         return np.empty(0, np.uint64), np.empty(0, np.uint64)
-    return np.unique(np.concatenate(rows)), np.unique(np.concatenate(transactions))
+    return distinct(np.concatenate(rows)), distinct(np.concatenate(transactions))
+
+
+def distinct(hashes: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (a sort and one comparison: numpy's hash-based ``unique`` is
+    several times slower on 64-bit hashes)."""
+    ordered = np.sort(hashes)
+    keep = np.ones(len(ordered), dtype=bool)
+    keep[1:] = ordered[1:] != ordered[:-1]
+    return ordered[keep]
 
 
 def _add_to_index(
@@ -204,7 +213,7 @@ def _add_to_index(
     used = np.asarray(facts.column("outcome")) == USED
     rows = np.concatenate([index[0], np.asarray(facts.column("row_hash"))[split]])
     txns = np.concatenate([index[1], np.asarray(facts.column("transaction_hash"))[used]])
-    return np.unique(rows), np.unique(txns)
+    return distinct(rows), distinct(txns)
 
 
 def day_partials(facts: pa.Table) -> pa.Table:
@@ -323,9 +332,11 @@ def add_batch(
         quarantine=pa.Table.from_pandas(quarantine, preserve_index=False),
         manifest=manifest,
     )
-    index = _add_to_index(index, facts)
+    later_batches = [b for b in others if b > batch]
+    if later_batches:
+        index = _add_to_index(index, facts)
     refolded = []
-    for later in [b for b in others if b > batch]:
+    for later in later_batches:
         index, changed = refold_batch(store, later, index)
         if changed:
             refolded.append(later)
@@ -452,21 +463,47 @@ def _batch_tallies(
     return tally, quarantined, manifests
 
 
-def _pieces(days: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One batch's day partials as a (per customer, per customer-month) pair of partials."""
-    names = [name for name, _, _ in AGGREGATES]
-    customers = days.set_index(ID)[names]
-    month = aggregate.month_index(days[DAY].to_numpy() * SECONDS_PER_DAY)
-    months = pd.DataFrame(
-        {SALARY_IN_MONTH: days[SALARY_IN_MONTH].to_numpy()},
-        index=pd.MultiIndex.from_arrays([days[ID].to_numpy(), month], names=[ID, "month"]),
+_AGGREGATE_OPS = [(name, op) for name, op, _ in AGGREGATES]
+
+
+def _grouped(table: pa.Table, keys: list[str], ops: list[tuple[str, str]]) -> pa.Table:
+    """``ops`` (column, sum/min/max) per group of ``keys``, columns keeping their names.
+    Partials fold by re-applying their own operation, so this both aggregates day
+    partials and combines the results, exactly (integers throughout)."""
+    grouped = table.group_by(keys, use_threads=True).aggregate(ops)
+    columns = {k: grouped.column(k) for k in keys}
+    columns |= {c: grouped.column(f"{c}_{op}") for c, op in ops}
+    return pa.table(columns)
+
+
+def _per_customer(days: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Day partials folded to (per customer ``AGGREGATES``, per customer-month salary)."""
+    month = aggregate.month_index(np.asarray(days.column(DAY)) * SECONDS_PER_DAY)
+    months = pa.table(
+        {ID: days.column(ID), "month": month, SALARY_IN_MONTH: days.column(SALARY_IN_MONTH)}
     )
+    return (
+        _grouped(days, [ID], _AGGREGATE_OPS),
+        _grouped(months, [ID, "month"], [(SALARY_IN_MONTH, "max")]),
+    )
+
+
+def _folded(parts: list[tuple[pa.Table, pa.Table]]) -> tuple[pa.Table, pa.Table]:
+    customers = pa.concat_tables([p[0] for p in parts])
+    months = pa.concat_tables([p[1] for p in parts])
+    if len(parts) == 1:
+        return customers, months
+    return (
+        _grouped(customers, [ID], _AGGREGATE_OPS),
+        _grouped(months, [ID, "month"], [(SALARY_IN_MONTH, "max")]),
+    )
+
+
+def _as_frames(parts: tuple[pa.Table, pa.Table]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``features.aggregate`` pair ``finalise`` takes."""
+    customers = parts[0].to_pandas().set_index(ID)
+    months = parts[1].to_pandas().set_index([ID, "month"])
     return customers, months
-
-
-def _combine_all(pieces: list[tuple[pd.DataFrame, pd.DataFrame]]) -> list:
-    """Partials folded into one exact pair (the empty pair forces the regrouping)."""
-    return [aggregate.combine([*pieces, aggregate.empty_aggregates()])]
 
 
 def build_result(
@@ -480,7 +517,8 @@ def build_result(
     window_days: int | None = None,
 ) -> RunResult:
     """Combine every stored batch into one run's result (as ``run_pipeline`` over all the
-    batches' rows in one file, in batch order). Raw files are not read."""
+    batches' rows in one file, in batch order). Raw files are not read; memory holds one
+    batch's day partials and the per-customer partials folded so far."""
     started = time.monotonic()
     now = now or datetime.now(UTC)
     batches = store.batch_names()
@@ -503,33 +541,31 @@ def build_result(
     first_day = None
     if window_days is not None and tally.as_of_ts is not None:
         first_day = tally.as_of_ts // SECONDS_PER_DAY - window_days + 1
-    pieces: list[tuple[pd.DataFrame, pd.DataFrame]] = []
-    seen: list[pd.Index] = []
+    parts: list[tuple[pa.Table, pa.Table]] = []
+    seen: list[pa.Array] = []
     outside = {RuleCode.NO_DECISION_DATE: 0, RuleCode.OUTSIDE_DECISION_WINDOW: 0}
-    piece_rows = 0
     for batch in batches:
         frame = store.table(batch, QUARANTINE).to_pandas()
         if len(frame):
             sink(frame[list(QUARANTINE_COLUMNS)])
-        days = store.table(batch, DAYS).to_pandas()
+        days = store.table(batch, DAYS)
         if window is not None:
-            seen.append(pd.Index(days[ID].unique()))
+            seen.append(pc.unique(days.column(ID)))
             days = _in_window(days, window, outside)
         if first_day is not None:
-            days = days[days[DAY].to_numpy() >= first_day]
-        if len(days):
-            pieces.append(_pieces(days))
-            piece_rows += len(days)
-        if piece_rows > COMPACT_ROWS and len(pieces) > 1:
-            pieces = _combine_all(pieces)
-            piece_rows = len(pieces[0][0]) + len(pieces[0][1])
+            days = days.filter(pc.greater_equal(days.column(DAY), first_day))
+        if days.num_rows:
+            parts.append(_per_customer(days))
+        if sum(p[0].num_rows + p[1].num_rows for p in parts) > COMPACT_ROWS and len(parts) > 1:
+            parts = [_folded(parts)]
     if window is not None:
         for code, count in outside.items():
             tally.add(code, count, [])
-    customers, months = _combine_all(pieces)[0] if pieces else aggregate.empty_aggregates()
+    customers, months = _as_frames(_folded(parts)) if parts else aggregate.empty_aggregates()
     valid = None
     if window is not None:
-        valid = seen[0].append(seen[1:]).unique() if seen else pd.Index([], dtype=object)
+        ids = pc.unique(pa.concat_arrays(seen)) if seen else pa.array([], pa.string())
+        valid = pd.Index(ids.to_numpy(zero_copy_only=False), dtype=object)
     return finish_run(
         engine=ENGINE,
         tally=tally,
@@ -547,20 +583,24 @@ def build_result(
     )
 
 
-def _in_window(days: pd.DataFrame, window: Window, outside: dict[RuleCode, int]) -> pd.DataFrame:
+def _in_window(days: pa.Table, window: Window, outside: dict[RuleCode, int]) -> pa.Table:
     """The day partials inside their customer's decision window; the rows of the others
     are counted as the one-file run counts them (``WINDOW_RULES``). Whole days decide it:
     windows start and end at the start of a UK day."""
-    decision = window.decisions.reindex(days[ID]).fillna(aggregate.NO_DECISION)
-    decision = decision.to_numpy().astype(np.int64)
-    inside = aggregate.in_window(
-        days[DAY].to_numpy() * SECONDS_PER_DAY, decision, window.lookback_seconds
+    ids = pa.array(window.decisions.index.to_numpy(), pa.string())
+    position = pc.index_in(days.column(ID), value_set=ids)
+    found = np.asarray(pc.is_valid(position))
+    where = np.asarray(pc.fill_null(position, 0))
+    decision = np.where(
+        found, window.decisions.to_numpy(dtype=np.int64)[where], aggregate.NO_DECISION
     )
-    dated = decision != aggregate.NO_DECISION
-    n = days["n"].to_numpy()
-    outside[RuleCode.NO_DECISION_DATE] += int(n[~dated].sum())
-    outside[RuleCode.OUTSIDE_DECISION_WINDOW] += int(n[dated & ~inside].sum())
-    return days[inside]
+    inside = aggregate.in_window(
+        np.asarray(days.column(DAY)) * SECONDS_PER_DAY, decision, window.lookback_seconds
+    )
+    n = np.asarray(days.column("n"))
+    outside[RuleCode.NO_DECISION_DATE] += int(n[~found].sum())
+    outside[RuleCode.OUTSIDE_DECISION_WINDOW] += int(n[found & ~inside].sum())
+    return days.filter(pa.array(inside))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
