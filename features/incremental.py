@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 
 from features import aggregate
 from features.command import utc_instant
-from features.definitions import AGGREGATES, ID, SECONDS_PER_DAY, finalise
+from features.definitions import AGGREGATES, ID, MONTH_AGGREGATES, SECONDS_PER_DAY, finalise
 from features.engine import (
     QuarantineCollector,
     QuarantineSink,
@@ -69,7 +69,12 @@ USED, COPY = 0, -1
 ROW_INDEX = "_row"  # position of a quarantined row in its batch (quarantine.parquet)
 DAY = "day"  # UK wall-clock days since 1970-01-01
 SALARY_IN_MONTH = "salary_in_month"
-_DAY_BITS = 16  # a partial's key: customer code << 16 | day (days < 65536: until 2149)
+_DAY_BITS = 16
+_REDUCE = {
+    "sum": np.add,
+    "min": np.minimum,
+    "max": np.maximum,
+}  # a partial's key: customer code << 16 | day (days < 65536: until 2149)
 # Per-batch day partials are folded per customer once this many partial rows pile up.
 COMPACT_ROWS = 1_000_000
 
@@ -217,13 +222,13 @@ def _add_to_index(
 
 
 def day_partials(facts: pa.Table) -> pa.Table:
-    """days.parquet: the ``AGGREGATES`` and salary_in_month of the used rows, per customer
-    and UK day (the chunk aggregates of ``features.aggregate``, keyed by customer and day)."""
+    """days.parquet: the ``AGGREGATES`` and ``MONTH_AGGREGATES`` of the used rows per
+    customer and UK day, from ``features.aggregate``'s row columns. Each customer's days
+    are together and in date order (``_per_customer`` relies on it)."""
     used = np.asarray(facts.column("outcome")) == USED
-    columns = [ID, DAY, *(name for name, _, _ in AGGREGATES), SALARY_IN_MONTH]
     if not used.any():
-        empty = {c: pa.array([], pa.string() if c == ID else pa.int64()) for c in columns}
-        return pa.table(empty)
+        names = [ID, DAY, *(n for n, _, _ in (*AGGREGATES, *MONTH_AGGREGATES))]
+        return pa.table({c: pa.array([], pa.string() if c == ID else pa.int64()) for c in names})
     keep = pa.array(used)
     ts = np.asarray(facts.column("ts"))[used]
     day = ts // SECONDS_PER_DAY
@@ -234,19 +239,19 @@ def day_partials(facts: pa.Table) -> pa.Table:
     code = codes.encode(pc.cast(customer, pa.string()))
     key = (code.astype(np.int64) << _DAY_BITS) | day
     description = pc.cast(facts.column("description").combine_chunks().filter(keep), pa.string())
-    per_day, months = aggregate.aggregate(
-        customer_code=key,
-        amount_pence=np.asarray(facts.column("amount"))[used],
-        ts=ts,
-        description=description,
-    )
-    keys = per_day.index.to_numpy()
-    salary = months[SALARY_IN_MONTH].droplevel("month").reindex(per_day.index)
-    out = per_day.reset_index(drop=True)
-    out.insert(0, DAY, keys & ((1 << _DAY_BITS) - 1))
-    out.insert(0, ID, codes.decode(keys >> _DAY_BITS))
-    out[SALARY_IN_MONTH] = salary.to_numpy()
-    return pa.Table.from_pandas(out[columns], preserve_index=False)
+    rows = aggregate.derive_rows(key, np.asarray(facts.column("amount"))[used], ts, description)
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    first = ordered[starts]
+    columns: dict[str, Any] = {
+        ID: codes.decode(first >> _DAY_BITS),
+        DAY: first & ((1 << _DAY_BITS) - 1),
+    }
+    for name, op, column in (*AGGREGATES, *MONTH_AGGREGATES):
+        values = rows[column].to_numpy()[order]
+        columns[name] = _REDUCE[op].reduceat(values, starts).astype(np.int64)
+    return pa.table(columns)
 
 
 def _tally_dict(tally: Tally, quarantined: int, as_of_ts: int | None) -> dict[str, Any]:
@@ -476,15 +481,32 @@ def _grouped(table: pa.Table, keys: list[str], ops: list[tuple[str, str]]) -> pa
     return pa.table(columns)
 
 
+def _runs_reduced(table: pa.Table, keys: list[str], ops: list[tuple[str, str]]) -> pa.Table:
+    """One row per run of equal ``keys`` (each key's rows are together in ``table``) with
+    ``ops`` applied over the run: no hashing, one ``reduceat`` per column."""
+    change = np.zeros(table.num_rows, dtype=bool)
+    change[:1] = True
+    for key in keys:
+        column = table.column(key)
+        change[1:] |= np.asarray(pc.not_equal(column[1:], column[:-1]))
+    starts = np.flatnonzero(change)
+    columns = {k: table.column(k).take(pa.array(starts)) for k in keys}
+    for name, op in ops:
+        columns[name] = _REDUCE[op].reduceat(np.asarray(table.column(name)), starts)
+    return pa.table(columns)
+
+
 def _per_customer(days: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """Day partials folded to (per customer ``AGGREGATES``, per customer-month salary)."""
+    """Day partials folded to (per customer ``AGGREGATES``, per customer-month salary).
+    days.parquet keeps each customer's days together and in order, so customers and their
+    months are runs."""
     month = aggregate.month_index(np.asarray(days.column(DAY)) * SECONDS_PER_DAY)
     months = pa.table(
         {ID: days.column(ID), "month": month, SALARY_IN_MONTH: days.column(SALARY_IN_MONTH)}
     )
     return (
-        _grouped(days, [ID], _AGGREGATE_OPS),
-        _grouped(months, [ID, "month"], [(SALARY_IN_MONTH, "max")]),
+        _runs_reduced(days, [ID], _AGGREGATE_OPS),
+        _runs_reduced(months, [ID, "month"], [(SALARY_IN_MONTH, "max")]),
     )
 
 

@@ -114,9 +114,13 @@ class LocalFiles:
 
 
 def table_bytes(table: pa.Table) -> bytes:
-    """A Parquet file (zstd) in memory."""
+    """A Parquet file in memory: LZ4, dictionary pages for text only (hashes and numbers
+    gain little from a dictionary and writing one is most of the cost)."""
+    text = [
+        f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_dictionary(f.type)
+    ]
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
+    pq.write_table(table, buffer, compression="lz4", use_dictionary=text)
     return buffer.getvalue()
 
 
@@ -149,7 +153,8 @@ class PartialsStore:
 
     def table(self, batch: str, file: str, columns: Iterable[str] | None = None) -> pa.Table:
         cols = list(columns) if columns is not None else None
-        return pq.read_table(self.files.open(batch, file), columns=cols)
+        # No partition discovery: the folder's "batch=" must not become a column.
+        return pq.read_table(self.files.open(batch, file), columns=cols, partitioning=None)
 
     def write(
         self,
