@@ -69,12 +69,8 @@ USED, COPY = 0, -1
 ROW_INDEX = "_row"  # position of a quarantined row in its batch (quarantine.parquet)
 DAY = "day"  # UK wall-clock days since 1970-01-01
 SALARY_IN_MONTH = "salary_in_month"
-_DAY_BITS = 16
-_REDUCE = {
-    "sum": np.add,
-    "min": np.minimum,
-    "max": np.maximum,
-}  # a partial's key: customer code << 16 | day (days < 65536: until 2149)
+_DAY_BITS = 16  # a partial's key: customer code << 16 | day (days < 65536: until 2149)
+_REDUCE = {"sum": np.add, "min": np.minimum, "max": np.maximum}
 # Per-batch day partials are folded per customer once this many partial rows pile up.
 COMPACT_ROWS = 1_000_000
 
