@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import accounted, assert_same_run
+from conftest import accounted, assert_same_features, assert_same_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -275,3 +275,33 @@ def test_bad_names_other_headers_and_empty_stores_are_refused(
     assert store.batch_names() == ["a"]
     assert main(["build", "--store", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
     assert "no batches" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("days", [1, 30, 400])
+def test_window_days_equal_a_run_over_the_rows_of_those_days(tmp_path: Path, days: int) -> None:
+    """``--window-days N``: features over the N UK days ending on the as-of date, as one
+    run over just those rows gives them (clean data: ISO timestamps, no copies)."""
+    generate(tmp_path / "g", rows=3_000, customers=30, seed=3, decision_dates=False)
+    lines = (tmp_path / "g" / "transactions.csv").read_bytes().splitlines(keepends=True)
+    header, body = lines[0], lines[1:]
+    dates = [line.rsplit(b",", 1)[1][:10].decode() for line in body]
+    last = np.datetime64(max(dates))
+    first = str(last - np.timedelta64(days - 1, "D"))
+    kept = [line for line, d in zip(body, dates, strict=True) if d >= first]
+    labels = (tmp_path / "g" / "labels.csv").read_bytes()
+    store = PartialsStore.local(tmp_path / "s")
+    middle = len(body) // 2
+    for name, part in (("a", body[:middle]), ("b", body[middle:])):
+        add_batch(store, name, io.BytesIO(header + b"".join(part)), now=NOW)
+    got = build_result(store, io.BytesIO(labels), now=NOW, generated_at=NOW, window_days=days)
+    expected = run_pipeline(
+        io.BytesIO(header + b"".join(kept)), io.BytesIO(labels), now=NOW, generated_at=NOW
+    )
+    assert 0 < len(kept) < len(body) if days < 400 else len(kept) == len(body)
+    assert_same_features(got.features, expected.features)
+    assert_same_features(got.training_set, expected.training_set)
+    assert got.report.as_of == expected.report.as_of
+    assert got.report.rows_used == len(body)  # every row is still accounted for
+    dated = b"customer_id,defaulted,decision_date\nCUST_000001,0,2024-06-01\n"
+    with pytest.raises(StoreError, match="window-days"):
+        build_result(store, io.BytesIO(dated), now=NOW, window_days=7)
