@@ -351,6 +351,22 @@ def add_batch(
     )
 
 
+def remove_batch(store: PartialsStore, batch: str) -> tuple[str, ...]:
+    """Remove a batch (its input was withdrawn) and re-fold the later batches it affected;
+    returns the names of those whose copies or conflicts changed."""
+    existing = store.batch_names()
+    if batch not in existing:
+        return ()
+    store.remove(batch)
+    index = load_index(store, [b for b in existing if b < batch])
+    refolded = []
+    for later in [b for b in existing if b > batch]:
+        index, changed = refold_batch(store, later, index)
+        if changed:
+            refolded.append(later)
+    return tuple(refolded)
+
+
 def _placeholder(n: int) -> pa.Array:
     return pa.array(np.full(n, "", dtype=object), pa.string())
 

@@ -66,6 +66,10 @@ class BatchFiles(Protocol):
 
     def write_batch(self, batch: str, files: dict[str, bytes]) -> None: ...
 
+    def delete_batch(self, batch: str) -> None:
+        """Remove a batch (its manifest first, so it is never seen half removed)."""
+        ...
+
 
 class LocalFiles:
     """A store in a local directory. A batch is written into a fresh folder and renamed
@@ -112,6 +116,13 @@ class LocalFiles:
             raise
         shutil.rmtree(old, ignore_errors=True)
 
+    def delete_batch(self, batch: str) -> None:
+        target = self._folder(batch)
+        if target.exists():
+            gone = self.root / f".removed-{uuid.uuid4().hex}"
+            os.replace(target, gone)
+            shutil.rmtree(gone, ignore_errors=True)
+
 
 def table_bytes(table: pa.Table) -> bytes:
     """A Parquet file in memory: LZ4, dictionary pages for text only (hashes and numbers
@@ -136,6 +147,9 @@ class PartialsStore:
 
     def batch_names(self) -> list[str]:
         return self.files.batch_names()
+
+    def remove(self, batch: str) -> None:
+        self.files.delete_batch(check_batch_name(batch))
 
     def manifest(self, batch: str) -> dict[str, Any]:
         source = self.files.open(batch, MANIFEST)

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.engine import RunResult
-from features.incremental import add_batch, build_result, main
+from features.incremental import add_batch, build_result, main, remove_batch
 from features.partials_store import PartialsStore, StoreError
 from features.pipeline import run_pipeline
 from features.reader import LINE, open_csv
@@ -305,3 +305,18 @@ def test_window_days_equal_a_run_over_the_rows_of_those_days(tmp_path: Path, day
     dated = b"customer_id,defaulted,decision_date\nCUST_000001,0,2024-06-01\n"
     with pytest.raises(StoreError, match="window-days"):
         build_result(store, io.BytesIO(dated), now=NOW, window_days=7)
+
+
+def test_removing_a_batch_gives_the_run_without_it(source: Source, tmp_path: Path) -> None:
+    """A withdrawn batch leaves the store; the copies of its rows in later batches count
+    as used again (re-folded without their files)."""
+    bodies = _batches(source, [700, 1500])
+    copies = b"".join(source.lines[s] for s in _single_lines(source)[:5])
+    named = [("a", bodies[0]), ("b", bodies[1]), ("c", bodies[2] + copies)]
+    store = PartialsStore.local(tmp_path)
+    _incremental(store, source, named, source.labels)
+    assert store.batch_names() == ["a", "b", "c"]
+    assert "c" in remove_batch(store, "a")
+    assert store.batch_names() == ["b", "c"] and remove_batch(store, "a") == ()
+    got = build_result(store, io.BytesIO(source.labels), now=NOW, generated_at=NOW)
+    assert_same(got, _full(source, [bodies[1], bodies[2] + copies], source.labels), examples=False)
