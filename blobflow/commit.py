@@ -73,6 +73,9 @@ from blobflow.naming import (
     parse_blob_path,
     safe_name,
 )
+from blobflow.partials import LOCK_KEY as PARTIALS_LOCK
+from blobflow.partials import OFF, update_store
+from blobflow.partials import mode_from_settings as partials_mode
 from blobflow.predict import Predictor
 from blobflow.runner import BatchRun, run_batch
 from blobflow.sink import RUN_OUTPUTS
@@ -145,7 +148,7 @@ def process_batch(
 ) -> BatchResult:
     """Bring ``curated/<batch>/`` up to date with ``raw/<batch>/``. See the module doc."""
     with store.lock(batch) as lease:
-        return _process_locked(LeasedStore(store, lease), batch, predict, force)
+        return _process_locked(LeasedStore(store, lease), batch, predict, force, root=store)
 
 
 def _inputs_record(transactions: BlobInfo, labels: BlobInfo | None) -> dict[str, Any]:
@@ -162,12 +165,18 @@ def _current_inputs(store: BatchStore, batch: str) -> dict[str, Any] | None:
 
 
 def _process_locked(
-    store: BatchStore, batch: str, predict: Predictor | None, force: bool
+    store: BatchStore,
+    batch: str,
+    predict: Predictor | None,
+    force: bool,
+    *,
+    root: BatchStore,
 ) -> BatchResult:
     started = time.monotonic()
     transactions = store.stat(RAW, f"{batch}/{TRANSACTIONS}")
     if transactions is None:
         if _withdraw(store, batch):
+            _update_partials(root, batch, None)
             return BatchResult(batch=batch, outcome=Outcome.WITHDRAWN)
         log.info("batch=%s outcome=waiting (no %s yet)", batch, TRANSACTIONS)
         return BatchResult(batch=batch, outcome=Outcome.WAITING)
@@ -198,7 +207,27 @@ def _process_locked(
             "the input was not used. Please report this batch"
         )
         return _publish_error(store, batch, inputs, reason, started)
-    return _publish(store, batch, inputs, run, started)
+    partials = _update_partials(root, batch, transactions)
+    return _publish(store, batch, inputs, run, started, partials)
+
+
+def _update_partials(root: BatchStore, batch: str, transactions: BlobInfo | None) -> str | None:
+    """Bring ``curated/partials/`` (and ``curated/_all/``) in line with the batch, under
+    the store's own lease (``blobflow.partials``; off unless ``INCREMENTAL_BATCHES`` is
+    set). Storage errors raise (the event is retried); any other failure leaves the
+    batch's own outputs standing and is noted in its ``_SUCCESS``."""
+    mode = partials_mode()
+    if mode == OFF:
+        return None
+    with root.lock(PARTIALS_LOCK) as lease:
+        try:
+            return update_store(LeasedStore(root, lease), batch, transactions, mode)
+        except Exception as exc:
+            if _is_transient(exc):
+                raise
+            where = _innermost(exc)
+            log.error("batch=%s partials not updated: %s at %s", batch, type(exc).__name__, where)
+            return f"not updated: internal error ({type(exc).__name__} at {where})"
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -352,7 +381,12 @@ COUNTS = ("rows_in", "rows_used", "rows_duplicate", "rows_quarantined", "custome
 
 
 def _publish(
-    store: BatchStore, batch: str, inputs: dict[str, Any], run: BatchRun, started: float
+    store: BatchStore,
+    batch: str,
+    inputs: dict[str, Any],
+    run: BatchRun,
+    started: float,
+    partials: str | None = None,
 ) -> BatchResult:
     outputs = run.sink.outputs
     _remove_stale(store, batch, keep=set(outputs))
@@ -372,6 +406,8 @@ def _publish(
         "drifted": run.drift["drifted"] if drift_written and run.drift else None,
         "elapsed_seconds": round(elapsed, 3),
     }
+    if partials is not None:  # INCREMENTAL_BATCHES on: what the store did with the batch
+        marker["partials"] = partials
     store.write(CURATED, f"{batch}/{SUCCESS}", _json_bytes(marker), JSON_TYPE)
     log.info(
         "batch=%s outcome=processed labelled=%s rows_in=%d rows_used=%d rows_duplicate=%d "
