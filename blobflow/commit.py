@@ -34,6 +34,11 @@ leaves ``_WITHDRAWN`` saying why; when ``labels.csv`` is deleted the batch is re
 without labels. Between the deletion and that run, ``verify_batch`` tells a consumer the
 outputs no longer match their inputs.
 
+With ``INCREMENTAL_BATCHES`` set (``blobflow.partials``), a processed batch is also added to
+the store ``curated/partials/`` (and ``curated/_all/`` rebuilt) under the store's own lease,
+after its outputs and before its ``_SUCCESS``, which then says what was done
+(``partials``); a withdrawn batch leaves the store.
+
 A model with a drift reference also gives ``drift.json``; its PSI lines are logged once
 ``_SUCCESS`` is written (``blobflow.metrics``), so a retried run does not report twice.
 

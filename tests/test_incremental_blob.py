@@ -137,3 +137,10 @@ def test_the_setting_refuses_unknown_values() -> None:
     assert mode_from_settings({SETTING: " All "}) == "all"
     with pytest.raises(ValueError, match=SETTING):
         mode_from_settings({SETTING: "yes"})
+
+
+def test_the_function_app_in_azure_starts_with_the_store_off() -> None:
+    from test_infra import app_settings
+
+    value = app_settings()[SETTING]
+    assert mode_from_settings({SETTING: value}) == "off"

@@ -148,6 +148,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           value: 'EventGrid'
         }
         {
+          // blobflow.partials: off | partials (each batch into curated/partials/) | all
+          // (also whole-history features in curated/_all/).
+          name: 'INCREMENTAL_BATCHES'
+          value: 'off'
+        }
+        {
           name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
           value: appInsightsConnectionString
         }
