@@ -24,6 +24,7 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -540,6 +541,46 @@ def _as_frames(parts: tuple[pa.Table, pa.Table]) -> tuple[pd.DataFrame, pd.DataF
     return customers, months
 
 
+@dataclass(frozen=True)
+class Combined:
+    """The stored day partials combined over every batch: what an engine adds to a build."""
+
+    customers: pd.DataFrame  # ``AGGREGATES`` by customer_id
+    months: pd.DataFrame  # salary_in_month by (customer_id, month)
+    outside: dict[RuleCode, int]  # rows kept out by the decision window (``WINDOW_RULES``)
+    valid: pd.Index | None  # with a window: every customer with a used row
+
+
+# (store, batches, decision window, first day kept by --window-days) -> Combined
+Combine = Callable[[PartialsStore, list[str], Window | None, int | None], Combined]
+
+
+def combine_days(
+    store: PartialsStore, batches: list[str], window: Window | None, first_day: int | None
+) -> Combined:
+    """The local engine: one batch's day partials at a time, folded per customer."""
+    parts: list[tuple[pa.Table, pa.Table]] = []
+    seen: list[pa.Array] = []
+    outside = {RuleCode.NO_DECISION_DATE: 0, RuleCode.OUTSIDE_DECISION_WINDOW: 0}
+    for batch in batches:
+        days = store.table(batch, DAYS)
+        if window is not None:
+            seen.append(pc.unique(days.column(ID)))
+            days = _in_window(days, window, outside)
+        if first_day is not None:
+            days = days.filter(pc.greater_equal(days.column(DAY), first_day))
+        if days.num_rows:
+            parts.append(_per_customer(days))
+        if sum(p[0].num_rows + p[1].num_rows for p in parts) > COMPACT_ROWS and len(parts) > 1:
+            parts = [_folded(parts)]
+    customers, months = _as_frames(_folded(parts)) if parts else aggregate.empty_aggregates()
+    valid = None
+    if window is not None:
+        ids = pc.unique(pa.concat_arrays(seen)) if seen else pa.array([], pa.string())
+        valid = pd.Index(ids.to_numpy(zero_copy_only=False), dtype=object)
+    return Combined(customers, months, outside if window is not None else {}, valid)
+
+
 def build_result(
     store: PartialsStore,
     labels: Source | None = None,
@@ -549,10 +590,12 @@ def build_result(
     on_quarantine: QuarantineSink | None = None,
     lookback_days: int | None = None,
     window_days: int | None = None,
+    combine: Combine = combine_days,
 ) -> RunResult:
     """Combine every stored batch into one run's result (as ``run_pipeline`` over all the
     batches' rows in one file, in batch order). Raw files are not read; memory holds one
-    batch's day partials and the per-customer partials folded so far."""
+    batch's day partials and the per-customer partials folded so far. ``combine`` is the
+    engine that folds the day partials (``features.spark`` has one too)."""
     started = time.monotonic()
     now = now or datetime.now(UTC)
     batches = store.batch_names()
@@ -572,34 +615,17 @@ def build_result(
     collector = None if on_quarantine is not None else QuarantineCollector()
     sink = on_quarantine or collector
     assert sink is not None
-    first_day = None
-    if window_days is not None and tally.as_of_ts is not None:
-        first_day = tally.as_of_ts // SECONDS_PER_DAY - window_days + 1
-    parts: list[tuple[pa.Table, pa.Table]] = []
-    seen: list[pa.Array] = []
-    outside = {RuleCode.NO_DECISION_DATE: 0, RuleCode.OUTSIDE_DECISION_WINDOW: 0}
     for batch in batches:
         frame = store.table(batch, QUARANTINE).to_pandas()
         if len(frame):
             sink(frame[list(QUARANTINE_COLUMNS)])
-        days = store.table(batch, DAYS)
-        if window is not None:
-            seen.append(pc.unique(days.column(ID)))
-            days = _in_window(days, window, outside)
-        if first_day is not None:
-            days = days.filter(pc.greater_equal(days.column(DAY), first_day))
-        if days.num_rows:
-            parts.append(_per_customer(days))
-        if sum(p[0].num_rows + p[1].num_rows for p in parts) > COMPACT_ROWS and len(parts) > 1:
-            parts = [_folded(parts)]
-    if window is not None:
-        for code, count in outside.items():
-            tally.add(code, count, [])
-    customers, months = _as_frames(_folded(parts)) if parts else aggregate.empty_aggregates()
-    valid = None
-    if window is not None:
-        ids = pc.unique(pa.concat_arrays(seen)) if seen else pa.array([], pa.string())
-        valid = pd.Index(ids.to_numpy(zero_copy_only=False), dtype=object)
+    first_day = None
+    if window_days is not None and tally.as_of_ts is not None:
+        first_day = tally.as_of_ts // SECONDS_PER_DAY - window_days + 1
+    combined = combine(store, batches, window, first_day)
+    for code, count in combined.outside.items():
+        tally.add(code, count, [])
+    customers, months, valid = combined.customers, combined.months, combined.valid
     return finish_run(
         engine=ENGINE,
         tally=tally,
