@@ -29,6 +29,8 @@ from typing import Any, BinaryIO, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.schema import InputError
+
 FORMAT_VERSION = 1
 PREFIX = "batch="
 ROWS, DAYS, QUARANTINE = "rows.parquet", "days.parquet", "quarantine.parquet"
@@ -38,7 +40,7 @@ BATCH_FILES = (ROWS, DAYS, QUARANTINE, MANIFEST)
 BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
-class StoreError(ValueError):
+class StoreError(InputError):
     """The store cannot be used as asked (bad batch name, different header, wrong format)."""
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -45,8 +46,8 @@ from pyspark.sql import functions as F  # noqa: N812 (the PySpark convention)
 from pyspark.sql.types import StringType
 
 from features import aggregate as pandas_aggregate
-from features.command import execute, parse_args
-from features.definitions import AGGREGATES, ID, MONTH_AGGREGATES, finalise
+from features.command import execute, parse_args, utc_instant
+from features.definitions import AGGREGATES, ID, MONTH_AGGREGATES, SECONDS_PER_DAY, finalise
 from features.engine import (
     QuarantineCollector,
     QuarantineSink,
@@ -56,7 +57,14 @@ from features.engine import (
     lookback_or_requested,
 )
 from features.engine import Window as DecisionWindow
+from features.incremental import DAY as STORE_DAY
+from features.incremental import Combine, Combined, build_result
 from features.labels import Labels, read_labels
+from features.partials_store import BATCH_NAME as STORE_BATCH_NAME
+from features.partials_store import DAYS as STORE_DAYS
+from features.partials_store import MANIFEST as STORE_MANIFEST
+from features.partials_store import PREFIX as STORE_PREFIX
+from features.partials_store import PartialsStore, StoreError
 from features.publish import CSV, OutputFile
 from features.quality import (
     AMOUNT_LEADING_ZEROS,
@@ -73,6 +81,7 @@ from features.quality import (
 )
 from features.reader import escape_raw
 from features.rules import (
+    DEFAULT_LOOKBACK_DAYS,
     EXAMPLES_PER_CHECK,
     FINDINGS,
     LARGE_AMOUNT_PENCE,
@@ -759,6 +768,135 @@ class HadoopDirectory:
 
 
 # ---------------------------------------------------------------------------------------
+# The incremental store (features.incremental): Spark folds the stored day partials
+# ---------------------------------------------------------------------------------------
+
+
+def _file_bytes(spark: SparkSession, path: str) -> bytes:
+    """One (small) file's bytes through Spark, so any Hadoop path works."""
+    row = spark.read.format("binaryFile").load(path).select("content").head()
+    if row is None:
+        raise StoreError("a file of the store is missing")
+    return bytes(row[0])
+
+
+class HadoopBatchFiles:
+    """The store's files through Hadoop's FileSystem (``abfss://`` like a local path), for
+    ``build_store``: batch names, manifests and quarantined rows (read on the driver).
+    Batches are added with ``python -m features.incremental add``."""
+
+    def __init__(self, spark: SparkSession, root: str) -> None:
+        self.spark = spark
+        self.root = root.rstrip("/")
+        jvm = spark.sparkContext._jvm
+        self._path = jvm.org.apache.hadoop.fs.Path
+        self.fs = self._path(self.root).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+    def location(self, batch: str, file: str) -> str:
+        return f"{self.root}/{STORE_PREFIX}{batch}/{file}"
+
+    def batch_names(self) -> list[str]:
+        root = self._path(self.root)
+        if not self.fs.exists(root):
+            return []
+        names = []
+        for status in self.fs.listStatus(root):
+            name = status.getPath().getName()
+            complete = self.fs.exists(self._path(status.getPath(), STORE_MANIFEST))
+            if name.startswith(STORE_PREFIX) and complete:
+                names.append(name[len(STORE_PREFIX) :])
+        return sorted(n for n in names if STORE_BATCH_NAME.match(n))
+
+    def open(self, batch: str, file: str) -> BinaryIO:
+        return io.BytesIO(_file_bytes(self.spark, self.location(batch, file)))
+
+    def write_batch(self, batch: str, files: dict[str, bytes]) -> None:
+        raise StoreError("add batches with python -m features.incremental add")
+
+    def delete_batch(self, batch: str) -> None:
+        raise StoreError("remove batches with features.incremental.remove_batch")
+
+
+def store_combine(spark: SparkSession, files: HadoopBatchFiles) -> Combine:
+    """``features.incremental``'s day-partials fold on Spark: the day partials of every
+    batch read as one DataFrame, the decision window joined (broadcast) and decided on
+    whole days, then ``AGGREGATES`` per customer and salary per customer-month."""
+
+    def combine(
+        store: PartialsStore,
+        batches: list[str],
+        window: DecisionWindow | None,
+        first_day: int | None,
+    ) -> Combined:
+        days = spark.read.parquet(*(files.location(b, STORE_DAYS) for b in batches))
+        start = F.col(STORE_DAY) * F.lit(SECONDS_PER_DAY)
+        outside: dict[RuleCode, int] = {}
+        valid = None
+        if window is not None:
+            frame = spark.createDataFrame(window.frame())
+            days = days.join(F.broadcast(frame), on=ID, how="left")
+            dated = F.col("decision_ts").isNotNull()
+            inside = dated & (start >= F.col("window_start_ts")) & (start < F.col("decision_ts"))
+            counts = days.agg(
+                F.sum(F.when(~dated, F.col("n")).otherwise(0)),
+                F.sum(F.when(dated & ~inside, F.col("n")).otherwise(0)),
+            ).head()
+            outside = {
+                RuleCode.NO_DECISION_DATE: int(counts[0] or 0),
+                RuleCode.OUTSIDE_DECISION_WINDOW: int(counts[1] or 0),
+            }
+            seen = days.select(ID).distinct().toPandas()[ID]
+            valid = pd.Index(seen.astype(str).to_numpy(), dtype=object)
+            days = days.where(inside)
+        if first_day is not None:
+            days = days.where(F.col(STORE_DAY) >= first_day)
+        date = F.date_from_unix_date(F.col(STORE_DAY).cast("int"))
+        month = (F.year(date) * 12 + F.month(date) - 1).cast("long").alias("month")
+        customers = days.groupBy(ID).agg(
+            *(OPERATIONS[op](name).alias(name) for name, op, _ in AGGREGATES)
+        )
+        months = days.groupBy(ID, month).agg(
+            *(F.max(name).alias(name) for name, _, _ in MONTH_AGGREGATES)
+        )
+        per_customer, per_month = customers.toPandas(), months.toPandas()
+        if per_customer.empty:
+            empty = pandas_aggregate.empty_aggregates()
+            return Combined(empty[0], empty[1], outside, valid)
+        per_customer = per_customer.set_index(ID).astype("int64")
+        per_month = per_month.astype({"month": "int64"}).set_index([ID, "month"]).astype("int64")
+        return Combined(per_customer, per_month, outside, valid)
+
+    return combine
+
+
+def build_store(
+    spark: SparkSession,
+    store: str,
+    labels: str | None = None,
+    *,
+    now: datetime | None = None,
+    generated_at: datetime | None = None,
+    on_quarantine: QuarantineSink | None = None,
+    lookback_days: int | None = None,
+    window_days: int | None = None,
+) -> RunResult:
+    """``python -m features.incremental build`` with Spark folding the day partials: the
+    same result as the local build (and as one run over every batch's rows)."""
+    files = HadoopBatchFiles(spark, store)
+    label_bytes = io.BytesIO(_file_bytes(spark, labels)) if labels is not None else None
+    return build_result(
+        PartialsStore(files),
+        label_bytes,
+        now=now,
+        generated_at=generated_at,
+        on_quarantine=on_quarantine,
+        lookback_days=lookback_days,
+        window_days=window_days,
+        combine=store_combine(spark, files),
+    )
+
+
+# ---------------------------------------------------------------------------------------
 # Entry point: python -m features.spark (also a Databricks/Synapse Python job)
 # ---------------------------------------------------------------------------------------
 
@@ -801,7 +939,44 @@ def run_command(args: argparse.Namespace) -> int:
     )
 
 
+def store_command(argv: list[str]) -> int:
+    """``python -m features.spark build-store``: ``python -m features.incremental build``
+    with Spark folding the day partials (paths may be ``abfss://`` URLs)."""
+    parser = argparse.ArgumentParser(prog="python -m features.spark build-store")
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--labels", default=None)
+    parser.add_argument("--out", default="artifacts")
+    parser.add_argument("--format", choices=("csv", "parquet"), default=CSV)
+    parser.add_argument("--now", type=utc_instant, default=None)
+    parser.add_argument("--lookback-days", type=int, default=DEFAULT_LOOKBACK_DAYS)
+    parser.add_argument("--window-days", type=int, default=None)
+    parser.add_argument("--master", default=None)
+    parser.add_argument("--driver-memory", default="4g")
+    parser.add_argument("--shuffle-partitions", type=int, default=8)
+    args = parser.parse_args(argv)
+    args.engine = ENGINE
+    spark = _session(args)
+    labels = hadoop_path(args.labels) if args.labels is not None else None
+    return execute(
+        args,
+        HadoopDirectory(spark, hadoop_path(args.out), args.format),
+        lambda quarantine, now, generated_at: build_store(
+            spark,
+            hadoop_path(args.store),
+            labels,
+            now=now,
+            generated_at=generated_at,
+            on_quarantine=quarantine,
+            lookback_days=args.lookback_days,
+            window_days=args.window_days,
+        ),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["build-store"]:
+        return store_command(argv[1:])
     return run_command(parse_args(argv, prog="python -m features.spark", engine=ENGINE))
 
 
