@@ -21,14 +21,16 @@ build time; ``--window-days N`` keeps the N days ending on the as-of date.
 from __future__ import annotations
 
 import argparse
+import io
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -59,7 +61,13 @@ from features.publish import FORMATS, LocalDirectory, run_and_publish
 from features.quality import ParsedChunk
 from features.reader import Source, open_csv, prefetch, rechunk
 from features.report import summary_line
-from features.rules import DEFAULT_LOOKBACK_DAYS, FINDINGS, QUARANTINE_COLUMNS, RuleCode
+from features.rules import (
+    DEFAULT_LOOKBACK_DAYS,
+    FINDINGS,
+    QUARANTINE_COLUMNS,
+    READER_RULES,
+    RuleCode,
+)
 from features.schema import InputError
 from features.tally import InputShape, Tally
 
@@ -300,7 +308,47 @@ def add_batch(
     ``now`` is the instant of the future-timestamp rule for this batch's rows (default the
     clock): give every batch the same one to reproduce a one-file run exactly."""
     now = now or datetime.now(UTC)
-    stream = open_csv(transactions, "transactions")
+    path = Path(transactions) if isinstance(transactions, str | Path) else None
+    handle = path.open("rb") if path is not None and path.is_file() else transactions
+    try:
+        return _add(store, batch, handle, now, chunk_rows)
+    finally:
+        if handle is not transactions and hasattr(handle, "close"):
+            handle.close()
+
+
+class _LineCounter(io.RawIOBase):
+    """Passes a stream through and counts its physical lines (LF, CRLF or a lone CR ends
+    one, as in ``features.records``), so a build can give reader-rule examples the line
+    numbers of one file holding every batch."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self.inner = inner
+        self.breaks = 0
+        self.last = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.inner.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        if n:
+            pairs = data.count(b"\r\n") + (self.last == b"\r" and data[:1] == b"\n")
+            self.breaks += data.count(b"\n") + data.count(b"\r") - pairs
+            self.last = data[-1:]
+        return n
+
+    def lines(self) -> int:
+        return self.breaks + (self.last not in (b"", b"\n", b"\r"))
+
+
+def _add(
+    store: PartialsStore, batch: str, transactions: Source, now: datetime, chunk_rows: int
+) -> AddedBatch:
+    counter = None if isinstance(transactions, str | Path) else _LineCounter(transactions)
+    stream = open_csv(counter if counter is not None else transactions, "transactions")
     existing = store.batch_names()
     others = [b for b in existing if b != batch]
     if others:
@@ -324,6 +372,7 @@ def add_batch(
         "delimiter": stream.delimiter,
         "now": now.isoformat(),
         "checked": list(job.checked_rules),
+        "lines": counter.lines() if counter is not None else None,
         "tally": tally,
         "folded_from_raw": tally,
     }
@@ -468,19 +517,33 @@ def _batch_tallies(
     tally = Tally()
     quarantined = 0
     manifests = [store.manifest(b) for b in batches]
+    offset: int | None = 0  # lines of the batches before, in one file with one header
     for manifest in manifests:
         t = manifest["tally"]
+        examples = dict(t["examples"])
+        for code in READER_RULES:
+            if offset is not None and examples.get(str(code)):
+                examples[str(code)] = [_shifted(e, offset) for e in examples[str(code)]]
+        lines = manifest.get("lines")
+        offset = offset + lines - 1 if offset is not None and lines is not None else None
         tally.rows_in += t["rows_in"]
         tally.rows_used += t["rows_used"]
         tally.rows_duplicate += t["rows_duplicate"]
         quarantined += t["rows_quarantined"]
         for code, count in t["counts"].items():
-            tally.add(RuleCode(code), count, t["examples"].get(code, []))
+            tally.add(RuleCode(code), count, examples.get(code, []))
         if t["as_of_ts"] is not None:
             tally.as_of_ts = max(t["as_of_ts"], tally.as_of_ts or t["as_of_ts"])
     return tally, quarantined, manifests
 
 
+def _shifted(example: str, offset: int) -> str:
+    """A reader-rule example (``line N`` of its batch's file) as a line of one file."""
+    found = _LINE_EXAMPLE.match(example)
+    return f"line {int(found.group(1)) + offset}" if found else example
+
+
+_LINE_EXAMPLE = re.compile(r"^line (\d+)$")
 _AGGREGATE_OPS = [(name, op) for name, op, _ in AGGREGATES]
 
 

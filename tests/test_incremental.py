@@ -27,13 +27,13 @@ from features.incremental import add_batch, build_result, main, remove_batch
 from features.partials_store import PartialsStore, StoreError
 from features.pipeline import run_pipeline
 from features.reader import LINE, open_csv
-from features.rules import READER_RULES, WINDOW_RULES
+from features.rules import WINDOW_RULES, RuleCode
 from features.synthetic import generate
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-# Example values a build cannot reproduce: reader rules name lines of the batch's own file,
-# and window rules are decided on day partials (features/README.md, Incremental batches).
-BATCH_LOCAL_EXAMPLES = {str(c) for c in (*READER_RULES, *WINDOW_RULES)}
+# Example values a build cannot reproduce: window rules are decided on day partials
+# (features/README.md, Incremental batches).
+BATCH_LOCAL_EXAMPLES = {str(c) for c in WINDOW_RULES}
 
 
 @dataclass(frozen=True)
@@ -320,3 +320,27 @@ def test_removing_a_batch_gives_the_run_without_it(source: Source, tmp_path: Pat
     assert store.batch_names() == ["b", "c"] and remove_batch(store, "a") == ()
     got = build_result(store, io.BytesIO(source.labels), now=NOW, generated_at=NOW)
     assert_same(got, _full(source, [bodies[1], bodies[2] + copies], source.labels), examples=False)
+
+
+def test_reader_rule_examples_name_lines_of_one_file(tmp_path: Path) -> None:
+    """Line numbers of cut rows count the lines of the batches before (blank lines, CRLF,
+    lone CR and quoted line breaks included), as in one file holding them all."""
+    header = b"customer_id,transaction_id,amount,type,description,timestamp\n"
+    first = (
+        b"C1,T1,-1.00,debit,TESCO,2025-01-02T10:00:00\r\n"
+        b"\n"
+        b'C1,T2,-2.00,debit,"TWO\nLINES",2025-01-02T11:00:00\r'
+        b"C2,T3,5.00,credit,PAY,2025-01-03T09:00:00\n"
+    )
+    second = (
+        b"C2,T4,-1.00,debit,SHOP,2025-01-04T10:00:00,EXTRA\n"
+        b'C3,T5,-1.00,debit,"OPEN,2025-01-04T10:00:00\n'
+        b"C3,T6,-1.00,debit,SHOP,2025-01-05T10:00:00\n"
+    )
+    store = PartialsStore.local(tmp_path)
+    for name, body in (("a", first), ("b", second)):
+        add_batch(store, name, io.BytesIO(header + body), now=NOW)
+    got = build_result(store, now=NOW, generated_at=NOW)
+    expected = run_pipeline(io.BytesIO(header + first + second), now=NOW, generated_at=NOW)
+    assert_same_run(got, expected)
+    assert got.report.examples(RuleCode.MALFORMED_ROW) == ("line 7",)
