@@ -108,7 +108,7 @@ def cut(transactions: Path, parts: int, folder: Path) -> list[Path]:
 
 def index_bytes(store_dir: Path, batches: list[str]) -> tuple[int, int]:
     """(bytes of the duplicate index the last add loads, rows it covers)."""
-    from features.incremental import load_index
+    from features.batch_fold import load_index
     from features.partials_store import PartialsStore
 
     store = PartialsStore.local(store_dir)

@@ -46,6 +46,7 @@ from pyspark.sql import functions as F  # noqa: N812 (the PySpark convention)
 from pyspark.sql.types import StringType
 
 from features import aggregate as pandas_aggregate
+from features.batch_fold import DAY as STORE_DAY
 from features.command import execute, parse_args, utc_instant
 from features.definitions import AGGREGATES, ID, MONTH_AGGREGATES, SECONDS_PER_DAY, finalise
 from features.engine import (
@@ -57,9 +58,9 @@ from features.engine import (
     lookback_or_requested,
 )
 from features.engine import Window as DecisionWindow
-from features.incremental import DAY as STORE_DAY
-from features.incremental import Combine, Combined, build_result
+from features.incremental import build_result
 from features.labels import Labels, read_labels
+from features.partials_combine import Combine, Combined
 from features.partials_store import BATCH_NAME as STORE_BATCH_NAME
 from features.partials_store import DAYS as STORE_DAYS
 from features.partials_store import MANIFEST as STORE_MANIFEST

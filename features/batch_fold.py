@@ -1,0 +1,275 @@
+"""One batch of an incremental store, folded: what ``features.incremental`` keeps per batch.
+
+A batch is classified chunk by chunk (``features.pipeline.classify_chunk``) and folded by
+``BatchJob``, the pandas engine's own fold (``_TransactionJob``) started from the hash
+index of the batches before it (``load_index``); it records each row's outcome. What a
+later re-fold needs is kept per row (``Facts``: hashes, row-rule reason, findings, parsed
+values, outcome), and ``stored_chunk`` turns those facts back into a ``ClassifiedChunk``
+so a stored batch folds again without its raw file. ``day_partials`` reduces the used rows
+to per-(customer, UK day) partial aggregates.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, BinaryIO
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features import aggregate
+from features.definitions import AGGREGATES, ID, MONTH_AGGREGATES, SECONDS_PER_DAY
+from features.engine import QuarantineCollector
+from features.partials_store import ROWS, PartialsStore
+from features.pipeline import ClassifiedChunk, _TransactionJob
+from features.quality import ParsedChunk
+from features.rules import FINDINGS, RuleCode
+
+# outcome of a row after its batch is folded: used, a copy, or its quarantine reason (> 0).
+USED, COPY = 0, -1
+ROW_INDEX = "_row"  # position of a quarantined row in its batch (quarantine.parquet)
+DAY = "day"  # UK wall-clock days since 1970-01-01
+SALARY_IN_MONTH = "salary_in_month"
+_DAY_BITS = 16  # a partial's key: customer code << 16 | day (days < 65536: until 2149)
+REDUCE = {"sum": np.add, "min": np.minimum, "max": np.maximum}
+
+
+# Per-batch day partials are folded per customer once this many partial rows pile up.
+@dataclass
+class Facts:
+    """Per-row facts of a batch, chunk by chunk (concatenated by ``table``)."""
+
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: list[np.ndarray] = field(default_factory=list)
+
+    def table(self) -> pa.Table:
+        def joined(name: str) -> Any:
+            values = [p[name] for p in self.parts]
+            if isinstance(values[0], np.ndarray):
+                return np.concatenate(values)
+            return pa.concat_arrays(values)
+
+        outcome = np.concatenate(self.outcomes) if self.outcomes else np.empty(0, np.int8)
+        return facts_table(
+            row_hash=joined("row_hash"),
+            transaction_hash=joined("transaction_hash"),
+            reason=joined("reason"),
+            split=joined("split"),
+            findings=joined("findings"),
+            customer=joined("customer"),
+            description=joined("description"),
+            ts=joined("ts"),
+            amount=joined("amount"),
+            outcome=outcome,
+        )
+
+
+def facts_table(**columns: Any) -> pa.Table:
+    """rows.parquet: hashes, row-rule reason, findings and parsed values of every row, and
+    the row's outcome. Text is dictionary-encoded (customers and descriptions repeat)."""
+    out = {}
+    for name, values in columns.items():
+        if name in ("customer", "description"):
+            values = pc.dictionary_encode(pc.fill_null(values, ""))
+        out[name] = values
+    return pa.table(out)
+
+
+def _findings_bits(findings: dict[RuleCode, np.ndarray], n: int) -> np.ndarray:
+    bits = np.zeros(n, dtype=np.uint16)
+    for i, code in enumerate(FINDINGS):
+        bits |= findings[code].astype(np.uint16) << i
+    return bits
+
+
+class BatchJob(_TransactionJob):
+    """``features.pipeline``'s fold for one batch of a store: the same rules and counts,
+    started from the hash index of the batches before it. It records each row's outcome
+    and leaves aggregation to ``day_partials`` (per day, not per customer)."""
+
+    def __init__(
+        self,
+        header: list[str],
+        delimiter: str,
+        now: datetime,
+        index: tuple[np.ndarray, np.ndarray],
+    ) -> None:
+        self.quarantine = QuarantineCollector()
+        super().__init__(header, delimiter, now, self.quarantine)
+        rows, transactions = index
+        self.seen_rows.add(rows)
+        self.seen_transactions.add(transactions)
+        self.facts = Facts()
+
+    def fold(self, chunk: ClassifiedChunk) -> None:
+        n = len(chunk.reason)
+        self.facts.parts.append(
+            {
+                "row_hash": chunk.row_hash,
+                "transaction_hash": chunk.transaction_hash,
+                "reason": chunk.reason.copy(),
+                "split": chunk.split,
+                "findings": _findings_bits(chunk.parsed.findings, n),
+                "customer": chunk.parsed.customer_id,
+                "description": chunk.parsed.description,
+                "ts": chunk.parsed.ts,
+                "amount": chunk.parsed.amount_pence,
+            }
+        )
+        self.checked_rules = tuple(str(c) for c in chunk.parsed.checked)
+        super().fold(chunk)
+
+    def _record_quarantine(
+        self,
+        canonical: dict[str, pa.Array],
+        reason: np.ndarray,
+        duplicate: np.ndarray,
+        lines: np.ndarray,
+        raw: pa.Array,
+    ) -> None:
+        outcome = reason.astype(np.int8, copy=True)
+        outcome[duplicate] = COPY
+        self.facts.outcomes.append(outcome)
+        super()._record_quarantine(canonical, reason, duplicate, lines, raw)
+
+    def _aggregate(self, *args: Any) -> None:
+        """Nothing here: a batch is aggregated per (customer, day) from its facts."""
+
+    def quarantine_table(self, outcome: np.ndarray) -> pd.DataFrame:
+        frame = self.quarantine.frame()
+        rows = np.flatnonzero(outcome > 0)
+        if len(rows) != len(frame):
+            raise AssertionError("quarantine rows and outcomes disagree")
+        return frame.assign(**{ROW_INDEX: rows})
+
+
+def load_index(store: PartialsStore, batches: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The duplicate index of ``batches``: distinct row hashes of every row the reader split
+    into fields, and transaction-id hashes of every used row (8 bytes each, sorted)."""
+    rows, transactions = [], []
+    for batch in batches:
+        table = store.table(batch, ROWS, ["row_hash", "split", "transaction_hash", "outcome"])
+        split = np.asarray(table.column("split"))
+        rows.append(np.asarray(table.column("row_hash"))[split])
+        used = np.asarray(table.column("outcome")) == USED
+        transactions.append(np.asarray(table.column("transaction_hash"))[used])
+    if not rows:
+        return np.empty(0, np.uint64), np.empty(0, np.uint64)
+    return distinct(np.concatenate(rows)), distinct(np.concatenate(transactions))
+
+
+def distinct(hashes: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (a sort and one comparison: numpy's hash-based ``unique`` is
+    several times slower on 64-bit hashes)."""
+    ordered = np.sort(hashes)
+    keep = np.ones(len(ordered), dtype=bool)
+    keep[1:] = ordered[1:] != ordered[:-1]
+    return ordered[keep]
+
+
+def add_to_index(
+    index: tuple[np.ndarray, np.ndarray], facts: pa.Table
+) -> tuple[np.ndarray, np.ndarray]:
+    split = np.asarray(facts.column("split"))
+    used = np.asarray(facts.column("outcome")) == USED
+    rows = np.concatenate([index[0], np.asarray(facts.column("row_hash"))[split]])
+    txns = np.concatenate([index[1], np.asarray(facts.column("transaction_hash"))[used]])
+    return distinct(rows), distinct(txns)
+
+
+def day_partials(facts: pa.Table) -> pa.Table:
+    """days.parquet: the ``AGGREGATES`` and ``MONTH_AGGREGATES`` of the used rows per
+    customer and UK day, from ``features.aggregate``'s row columns. Each customer's days
+    are together and in date order (``_per_customer`` relies on it)."""
+    used = np.asarray(facts.column("outcome")) == USED
+    if not used.any():
+        names = [ID, DAY, *(n for n, _, _ in (*AGGREGATES, *MONTH_AGGREGATES))]
+        return pa.table({c: pa.array([], pa.string() if c == ID else pa.int64()) for c in names})
+    keep = pa.array(used)
+    ts = np.asarray(facts.column("ts"))[used]
+    day = ts // SECONDS_PER_DAY
+    if day.min() < 0 or day.max() >= 1 << _DAY_BITS:
+        raise AssertionError("used rows lie between 1990 and the run's date")
+    codes = aggregate.CustomerCodes()
+    customer = facts.column("customer").combine_chunks().filter(keep)
+    code = codes.encode(pc.cast(customer, pa.string()))
+    key = (code.astype(np.int64) << _DAY_BITS) | day
+    description = pc.cast(facts.column("description").combine_chunks().filter(keep), pa.string())
+    rows = aggregate.derive_rows(key, np.asarray(facts.column("amount"))[used], ts, description)
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    first = ordered[starts]
+    columns: dict[str, Any] = {
+        ID: codes.decode(first >> _DAY_BITS),
+        DAY: first & ((1 << _DAY_BITS) - 1),
+    }
+    for name, op, column in (*AGGREGATES, *MONTH_AGGREGATES):
+        values = rows[column].to_numpy()[order]
+        columns[name] = REDUCE[op].reduceat(values, starts).astype(np.int64)
+    return pa.table(columns)
+
+
+class LineCounter(io.RawIOBase):
+    """Passes a stream through and counts its physical lines (LF, CRLF or a lone CR ends
+    one, as in ``features.records``), so a build can give reader-rule examples the line
+    numbers of one file holding every batch."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self.inner = inner
+        self.breaks = 0
+        self.last = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.inner.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        if n:
+            pairs = data.count(b"\r\n") + (self.last == b"\r" and data[:1] == b"\n")
+            self.breaks += data.count(b"\n") + data.count(b"\r") - pairs
+            self.last = data[-1:]
+        return n
+
+    def lines(self) -> int:
+        return self.breaks + (self.last not in (b"", b"\n", b"\r"))
+
+
+def _placeholder(n: int) -> pa.Array:
+    return pa.array(np.full(n, "", dtype=object), pa.string())
+
+
+def stored_chunk(facts: pa.Table, job: BatchJob, checked: tuple[RuleCode, ...]) -> ClassifiedChunk:
+    """A batch's stored facts as a ``ClassifiedChunk`` the fold accepts. Text the store does
+    not keep (ids but the customer's, descriptions as written, raw lines) is empty."""
+    n = facts.num_rows
+    customer = pc.cast(facts.column("customer").combine_chunks(), pa.string())
+    bits = np.asarray(facts.column("findings"))
+    canonical = {name: _placeholder(n) for name in job.columns.positions}
+    canonical[ID] = customer
+    parsed = ParsedChunk(
+        reason=np.asarray(facts.column("reason")).copy(),
+        customer_id=customer,
+        transaction_id=_placeholder(n),
+        amount_pence=np.asarray(facts.column("amount")),
+        ts=np.asarray(facts.column("ts")),
+        description=pc.cast(facts.column("description").combine_chunks(), pa.string()),
+        findings={code: (bits >> i) & 1 == 1 for i, code in enumerate(FINDINGS)},
+        checked=checked,
+    )
+    return ClassifiedChunk(
+        lines=np.zeros(n, dtype=np.int64),
+        raw=pa.array([b""] * n, pa.binary()),
+        canonical=canonical,
+        parsed=parsed,
+        reason=parsed.reason,
+        split=np.asarray(facts.column("split")),
+        row_hash=np.asarray(facts.column("row_hash")),
+        transaction_hash=np.asarray(facts.column("transaction_hash")),
+    )

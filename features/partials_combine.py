@@ -1,0 +1,146 @@
+"""The day partials of every stored batch, combined per customer (``Combine``).
+
+``combine_days`` is the local engine: one batch's ``days.parquet`` at a time, the decision
+window decided on whole days (windows start and end at the start of a UK day), each
+customer's days reduced as runs (the file keeps them together), then folded across batches
+with Arrow's group-by; every partial folds with its own operation, so integers stay exact.
+``features.spark.store_combine`` is the same fold on Spark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features import aggregate
+from features.batch_fold import DAY, REDUCE, SALARY_IN_MONTH
+from features.definitions import AGGREGATES, ID, SECONDS_PER_DAY
+from features.engine import Window
+from features.partials_store import DAYS, PartialsStore
+from features.rules import RuleCode
+
+# Per-batch partials are folded per customer once this many partial rows pile up.
+COMPACT_ROWS = 1_000_000
+_AGGREGATE_OPS = [(name, op) for name, op, _ in AGGREGATES]
+
+
+def _grouped(table: pa.Table, keys: list[str], ops: list[tuple[str, str]]) -> pa.Table:
+    """``ops`` (column, sum/min/max) per group of ``keys``, columns keeping their names.
+    Partials fold by re-applying their own operation, so this both aggregates day
+    partials and combines the results, exactly (integers throughout)."""
+    grouped = table.group_by(keys, use_threads=True).aggregate(ops)
+    columns = {k: grouped.column(k) for k in keys}
+    columns |= {c: grouped.column(f"{c}_{op}") for c, op in ops}
+    return pa.table(columns)
+
+
+def _runs_reduced(table: pa.Table, keys: list[str], ops: list[tuple[str, str]]) -> pa.Table:
+    """One row per run of equal ``keys`` (each key's rows are together in ``table``) with
+    ``ops`` applied over the run: no hashing, one ``reduceat`` per column."""
+    change = np.zeros(table.num_rows, dtype=bool)
+    change[:1] = True
+    for key in keys:
+        column = table.column(key)
+        change[1:] |= np.asarray(pc.not_equal(column[1:], column[:-1]))
+    starts = np.flatnonzero(change)
+    columns = {k: table.column(k).take(pa.array(starts)) for k in keys}
+    for name, op in ops:
+        columns[name] = REDUCE[op].reduceat(np.asarray(table.column(name)), starts)
+    return pa.table(columns)
+
+
+def _per_customer(days: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Day partials folded to (per customer ``AGGREGATES``, per customer-month salary).
+    days.parquet keeps each customer's days together and in order, so customers and their
+    months are runs."""
+    month = aggregate.month_index(np.asarray(days.column(DAY)) * SECONDS_PER_DAY)
+    months = pa.table(
+        {ID: days.column(ID), "month": month, SALARY_IN_MONTH: days.column(SALARY_IN_MONTH)}
+    )
+    return (
+        _runs_reduced(days, [ID], _AGGREGATE_OPS),
+        _runs_reduced(months, [ID, "month"], [(SALARY_IN_MONTH, "max")]),
+    )
+
+
+def _folded(parts: list[tuple[pa.Table, pa.Table]]) -> tuple[pa.Table, pa.Table]:
+    customers = pa.concat_tables([p[0] for p in parts])
+    months = pa.concat_tables([p[1] for p in parts])
+    if len(parts) == 1:
+        return customers, months
+    return (
+        _grouped(customers, [ID], _AGGREGATE_OPS),
+        _grouped(months, [ID, "month"], [(SALARY_IN_MONTH, "max")]),
+    )
+
+
+def _as_frames(parts: tuple[pa.Table, pa.Table]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``features.aggregate`` pair ``finalise`` takes."""
+    customers = parts[0].to_pandas().set_index(ID)
+    months = parts[1].to_pandas().set_index([ID, "month"])
+    return customers, months
+
+
+@dataclass(frozen=True)
+class Combined:
+    """The stored day partials combined over every batch: what an engine adds to a build."""
+
+    customers: pd.DataFrame  # ``AGGREGATES`` by customer_id
+    months: pd.DataFrame  # salary_in_month by (customer_id, month)
+    outside: dict[RuleCode, int]  # rows kept out by the decision window (``WINDOW_RULES``)
+    valid: pd.Index | None  # with a window: every customer with a used row
+
+
+# (store, batches, decision window, first day kept by --window-days) -> Combined
+Combine = Callable[[PartialsStore, list[str], Window | None, int | None], Combined]
+
+
+def combine_days(
+    store: PartialsStore, batches: list[str], window: Window | None, first_day: int | None
+) -> Combined:
+    """The local engine: one batch's day partials at a time, folded per customer."""
+    parts: list[tuple[pa.Table, pa.Table]] = []
+    seen: list[pa.Array] = []
+    outside = {RuleCode.NO_DECISION_DATE: 0, RuleCode.OUTSIDE_DECISION_WINDOW: 0}
+    for batch in batches:
+        days = store.table(batch, DAYS)
+        if window is not None:
+            seen.append(pc.unique(days.column(ID)))
+            days = in_window(days, window, outside)
+        if first_day is not None:
+            days = days.filter(pc.greater_equal(days.column(DAY), first_day))
+        if days.num_rows:
+            parts.append(_per_customer(days))
+        if sum(p[0].num_rows + p[1].num_rows for p in parts) > COMPACT_ROWS and len(parts) > 1:
+            parts = [_folded(parts)]
+    customers, months = _as_frames(_folded(parts)) if parts else aggregate.empty_aggregates()
+    valid = None
+    if window is not None:
+        ids = pc.unique(pa.concat_arrays(seen)) if seen else pa.array([], pa.string())
+        valid = pd.Index(ids.to_numpy(zero_copy_only=False), dtype=object)
+    return Combined(customers, months, outside if window is not None else {}, valid)
+
+
+def in_window(days: pa.Table, window: Window, outside: dict[RuleCode, int]) -> pa.Table:
+    """The day partials inside their customer's decision window; the rows of the others
+    are counted as the one-file run counts them (``WINDOW_RULES``). Whole days decide it:
+    windows start and end at the start of a UK day."""
+    ids = pa.array(window.decisions.index.to_numpy(), pa.string())
+    position = pc.index_in(days.column(ID), value_set=ids)
+    found = np.asarray(pc.is_valid(position))
+    where = np.asarray(pc.fill_null(position, 0))
+    decision = np.where(
+        found, window.decisions.to_numpy(dtype=np.int64)[where], aggregate.NO_DECISION
+    )
+    inside = aggregate.in_window(
+        np.asarray(days.column(DAY)) * SECONDS_PER_DAY, decision, window.lookback_seconds
+    )
+    n = np.asarray(days.column("n"))
+    outside[RuleCode.NO_DECISION_DATE] += int(n[~found].sum())
+    outside[RuleCode.OUTSIDE_DECISION_WINDOW] += int(n[found & ~inside].sum())
+    return days.filter(pa.array(inside))
