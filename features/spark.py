@@ -33,6 +33,7 @@ import io
 import os
 import sys
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -58,7 +59,7 @@ from features.engine import (
     lookback_or_requested,
 )
 from features.engine import Window as DecisionWindow
-from features.incremental import build_result
+from features.incremental import AddedBatch, add_batch, build_result
 from features.labels import Labels, read_labels
 from features.partials_combine import Combine, Combined
 from features.partials_store import BATCH_NAME as STORE_BATCH_NAME
@@ -775,16 +776,21 @@ class HadoopDirectory:
 
 def _file_bytes(spark: SparkSession, path: str) -> bytes:
     """One (small) file's bytes through Spark, so any Hadoop path works."""
-    row = spark.read.format("binaryFile").load(path).select("content").head()
+    try:
+        row = spark.read.format("binaryFile").load(path).select("content").head()
+    except Exception as error:
+        if "PATH_NOT_FOUND" not in str(error) and "does not exist" not in str(error):
+            raise
+        row = None
     if row is None:
-        raise StoreError("a file of the store is missing")
+        raise StoreError("a file is missing (a store's file, the labels or the transactions)")
     return bytes(row[0])
 
 
 class HadoopBatchFiles:
-    """The store's files through Hadoop's FileSystem (``abfss://`` like a local path), for
-    ``build_store``: batch names, manifests and quarantined rows (read on the driver).
-    Batches are added with ``python -m features.incremental add``."""
+    """The store's files through Hadoop's FileSystem (``abfss://`` like a local path). A
+    batch is written into a staging folder and renamed into place (atomic on HDFS and on
+    ADLS Gen2 with a hierarchical namespace); files are read on the driver."""
 
     def __init__(self, spark: SparkSession, root: str) -> None:
         self.spark = spark
@@ -812,10 +818,24 @@ class HadoopBatchFiles:
         return io.BytesIO(_file_bytes(self.spark, self.location(batch, file)))
 
     def write_batch(self, batch: str, files: dict[str, bytes]) -> None:
-        raise StoreError("add batches with python -m features.incremental add")
+        staging = self._path(f"{self.root}/.staging-{uuid.uuid4().hex}")
+        self.fs.mkdirs(staging)
+        for name, data in files.items():
+            stream = self.fs.create(self._path(staging, name), True)
+            try:
+                with io.BufferedWriter(_JavaOutput(stream), 1 << 20) as handle:
+                    handle.write(data)
+            finally:
+                stream.close()
+        target = self._path(f"{self.root}/{STORE_PREFIX}{batch}")
+        self.delete_batch(batch)
+        if not self.fs.rename(staging, target):
+            raise OSError(f"could not move a staged batch into place: {batch}")
 
     def delete_batch(self, batch: str) -> None:
-        raise StoreError("remove batches with features.incremental.remove_batch")
+        target = self._path(f"{self.root}/{STORE_PREFIX}{batch}")
+        self.fs.delete(self._path(target, STORE_MANIFEST), False)
+        self.fs.delete(target, True)
 
 
 def store_combine(spark: SparkSession, files: HadoopBatchFiles) -> Combine:
@@ -940,6 +960,20 @@ def run_command(args: argparse.Namespace) -> int:
     )
 
 
+def add_to_store(
+    spark: SparkSession, store: str, batch: str, transactions: str, *, now: datetime | None = None
+) -> AddedBatch:
+    """``python -m features.incremental add`` against a store at any Hadoop path: the
+    batch's bytes come through Spark and the fold runs on the driver (the pandas engine's
+    fold: a batch is a day, which one machine holds), files written through Hadoop."""
+    try:
+        data = _file_bytes(spark, transactions)
+    except StoreError:
+        raise InputError("transactions: file not found") from None
+    files = HadoopBatchFiles(spark, store)
+    return add_batch(PartialsStore(files), batch, io.BytesIO(data), now=now)
+
+
 def store_command(argv: list[str]) -> int:
     """``python -m features.spark build-store``: ``python -m features.incremental build``
     with Spark folding the day partials (paths may be ``abfss://`` URLs)."""
@@ -974,10 +1008,39 @@ def store_command(argv: list[str]) -> int:
     )
 
 
+def add_command(argv: list[str]) -> int:
+    """``python -m features.spark add-to-store --store ... --batch ... --transactions ...``"""
+    parser = argparse.ArgumentParser(prog="python -m features.spark add-to-store")
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--batch", required=True)
+    parser.add_argument("--transactions", required=True)
+    parser.add_argument("--now", type=utc_instant, default=None)
+    parser.add_argument("--master", default=None)
+    parser.add_argument("--driver-memory", default="4g")
+    parser.add_argument("--shuffle-partitions", type=int, default=8)
+    args = parser.parse_args(argv)
+    spark = _session(args)
+    try:
+        added = add_to_store(
+            spark,
+            hadoop_path(args.store),
+            args.batch,
+            hadoop_path(args.transactions),
+            now=args.now,
+        )
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(added.line())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["build-store"]:
         return store_command(argv[1:])
+    if argv[:1] == ["add-to-store"]:
+        return add_command(argv[1:])
     return run_command(parse_args(argv, prog="python -m features.spark", engine=ENGINE))
 
 

@@ -3,7 +3,6 @@ same result as the local build (and so as one run over every batch's rows)."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,8 +42,10 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     lines = path.read_bytes().splitlines(keepends=True)
     cuts = [1, int(starts[len(starts) // 3]) - 1, int(starts[2 * len(starts) // 3]) - 1]
     store = PartialsStore.local(folder / "store")
+    (folder / "raw").mkdir()
     for i, (a, b) in enumerate(zip(cuts, [*cuts[1:], len(lines)], strict=True)):
-        add_batch(store, f"day-{i}", io.BytesIO(lines[0] + b"".join(lines[a:b])), now=NOW)
+        (folder / "raw" / f"day-{i}.csv").write_bytes(lines[0] + b"".join(lines[a:b]))
+        add_batch(store, f"day-{i}", folder / "raw" / f"day-{i}.csv", now=NOW)
     labels = folder / "labels.csv"
     plain = folder / "plain.csv"
     frame = pd.read_csv(labels, dtype=str)
@@ -80,3 +81,25 @@ def test_spark_window_days_and_the_command(
     written = pd.read_csv(out / "features.csv", dtype={"customer_id": str})
     assert written["customer_id"].tolist() == local.features["customer_id"].tolist()
     assert engine.main(["build-store", "--store", str(tmp_path / "none")]) == 2
+
+
+def test_spark_adds_batches_to_a_store_the_local_build_reads(
+    spark, stored: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """``add-to-store`` writes the same store through Hadoop: batches added out of order
+    there build what the local adds built."""
+    store, labels, _ = stored
+    local = PartialsStore.local(store)
+    batches = local.batch_names()
+    raw = store.parent / "raw"
+    copy = tmp_path / "copy"
+    for batch in reversed(batches):
+        argv = ["add-to-store", "--store", str(copy), "--batch", batch,
+                "--transactions", str(raw / f"{batch}.csv"), "--now", NOW.isoformat()]  # fmt: skip
+        assert engine.main(argv) == 0
+    assert PartialsStore.local(copy).batch_names() == batches
+    got = build_result(PartialsStore.local(copy), labels, now=NOW, generated_at=NOW)
+    expected = build_result(local, labels, now=NOW, generated_at=NOW)
+    assert_same_run(got, expected, examples=False)
+    missing = ["add-to-store", "--store", str(copy), "--batch", "x", "--transactions", "nope"]
+    assert engine.main(missing) == 2
