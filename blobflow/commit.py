@@ -221,7 +221,11 @@ def _update_partials(root: BatchStore, batch: str, transactions: BlobInfo | None
     the store's own lease (``blobflow.partials``; off unless ``INCREMENTAL_BATCHES`` is
     set). Storage errors raise (the event is retried); any other failure leaves the
     batch's own outputs standing and is noted in its ``_SUCCESS``."""
-    mode = partials_mode()
+    try:
+        mode = partials_mode()
+    except ValueError as exc:  # a misconfigured store must not stop the batches
+        log.error("batch=%s partials not updated: %s", batch, exc)
+        return f"not updated: {exc}"
     if mode == OFF:
         return None
     with root.lock(PARTIALS_LOCK) as lease:

@@ -132,6 +132,18 @@ def test_a_batch_with_another_header_keeps_its_outputs_and_is_not_added(
     assert blob_partials(store).batch_names() == [f"inc-{run}-a"]
 
 
+def test_a_misconfigured_setting_is_noted_and_the_batch_still_published(
+    clean: BlobStore, parts: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = clean
+    monkeypatch.setenv(SETTING, "yes")
+    batch = f"inc-{uuid.uuid4().hex[:8]}-bad-setting"
+    _upload(store, batch, parts[0])
+    assert commit.process_batch(store, batch).outcome is Outcome.PROCESSED
+    assert SETTING in _marker(store, batch)["partials"]
+    assert list(store.list_names(CURATED, STORE_PREFIX)) == []
+
+
 def test_the_setting_refuses_unknown_values() -> None:
     assert mode_from_settings({}) == "off"
     assert mode_from_settings({SETTING: " All "}) == "all"
