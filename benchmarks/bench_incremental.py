@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "data" / "incremental"
@@ -143,9 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     customers = args.customers or max(1, args.rows // 50)
     source = DATA / f"history-{args.rows}"
     if not (source / "transactions.csv").is_file():
-        generate(source, args.rows, customers, seed=15, messy=True,
-                 decision_dates=not args.plain_labels)  # fmt: skip
+        generate(source, args.rows, customers, seed=15, messy=True)
     transactions, labels = source / "transactions.csv", source / "labels.csv"
+    if args.plain_labels:  # the same labels without their decision dates
+        plain = source / "labels_plain.csv"
+        pd.read_csv(labels, dtype=str)[["customer_id", "defaulted"]].to_csv(plain, index=False)
+        labels = plain
     mode = "plain" if args.plain_labels else "decision dates"
     print(f"{args.rows:,} messy rows, {customers:,} customers, labels: {mode} (shared machine)")
     full = min(
