@@ -60,7 +60,13 @@ from features.engine import (
 )
 from features.labels import read_labels
 from features.partials_combine import Combine, combine_days
-from features.partials_store import QUARANTINE, ROWS, PartialsStore, StoreError
+from features.partials_store import (
+    QUARANTINE,
+    ROWS,
+    PartialsStore,
+    StoreError,
+    check_batch_name,
+)
 from features.pipeline import DEFAULT_CHUNK_ROWS, ENGINE, _TransactionJob
 from features.publish import FORMATS, LocalDirectory, run_and_publish
 from features.reader import Source, open_csv, prefetch, rechunk
@@ -120,6 +126,7 @@ def add_batch(
 
     ``now`` is the instant of the future-timestamp rule for this batch's rows (default the
     clock): give every batch the same one to reproduce a one-file run exactly."""
+    check_batch_name(batch)  # before any work
     now = now or datetime.now(UTC)
     path = Path(transactions) if isinstance(transactions, str | Path) else None
     handle = path.open("rb") if path is not None and path.is_file() else transactions
