@@ -101,11 +101,16 @@ def ensure_data(rows: int, customers: int, data_dir: Path) -> Path:
     summary = out / "generation.json"
     if summary.exists():
         params = json.loads(summary.read_text())["parameters"]
-        if (params["rows"], params["customers"], params["messy"]) == (rows, customers, True):
+        wanted = (rows, customers, True, False)
+        found = (params["rows"], params["customers"], params["messy"])
+        if (*found, params.get("decision_dates", False)) == wanted:
             return out
+    # Labels without decision dates: both engines then run the batch mode the issue measured
+    # (one as-of date), which the DuckDB reference runs without being given the labels.
     command = [
         *(sys.executable, "-m", "features.synthetic", "--rows", str(rows)),
         *("--customers", str(customers), "--seed", "1", "--out", str(out), "--messy"),
+        "--no-decision-dates",
     ]
     print(f"generating {rows:,} rows: {' '.join(command[1:])}", flush=True)
     subprocess.run(command, cwd=ROOT, check=True, timeout=TIMEOUT_SECONDS)
