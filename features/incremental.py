@@ -67,7 +67,14 @@ from features.partials_store import (
     StoreError,
     check_batch_name,
 )
-from features.pipeline import DEFAULT_CHUNK_ROWS, ENGINE, _TransactionJob
+from features.pipeline import (
+    DEFAULT_CHUNK_ROWS,
+    ENGINE,
+    _TransactionJob,
+    available_threads,
+    classified_in_order,
+    classify_chunk,
+)
 from features.publish import FORMATS, LocalDirectory, run_and_publish
 from features.reader import Source, open_csv, prefetch, rechunk
 from features.report import summary_line
@@ -153,8 +160,12 @@ def _add(
             )
     index = load_index(store, [b for b in others if b < batch])
     job = BatchJob(stream.header, stream.delimiter, now, index)
-    for chunk in rechunk(prefetch(stream.batches), chunk_rows):
-        job.process(chunk)
+    width = len(stream.header)
+    chunks = rechunk(prefetch(stream.batches), chunk_rows)
+    # Chunks classified on the pipeline's pool, folded here in file order (first copy wins).
+    classify = lambda chunk: classify_chunk(chunk, job.columns, width, now)  # noqa: E731
+    for classified in classified_in_order(chunks, classify, available_threads()):
+        job.fold(classified)
     facts = job.facts.table()
     days = day_partials(facts)
     outcome = np.asarray(facts.column("outcome"))
