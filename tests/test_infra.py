@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
-from infra.checks.bicep import Tree, bicep_files, parse, unwrap
+from infra.checks.bicep import Tree, bicep_files, parse, unwrap, walk
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
 MODULES = INFRA / "modules"
@@ -80,17 +80,6 @@ def param_default(tree: Tree, name: str) -> Any:
     assert name in params, f"parameter {name} is not declared"
     assert "default" in params[name], f"parameter {name} has no default"
     return params[name]["default"]
-
-
-def walk(node: Any):
-    """Every value in a parsed tree, depth first (dict keys are not yielded)."""
-    yield node
-    if isinstance(node, dict):
-        for value in node.values():
-            yield from walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from walk(value)
 
 
 def functions_called(node: Any) -> set[str]:
