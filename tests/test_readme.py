@@ -61,6 +61,7 @@ RULES: dict[str, str] = {
     r"^azd ": "azure",
     r"^func azure functionapp publish": "azure",
     r"^python -m features --transactions": "pipeline",
+    r"^python -m features\.incremental (add|build) ": "incremental",
     r"^python -m features\.synthetic .*&& python -m features .*&& python -m features\.eda": "eda",
     r"^python -m benchmarks\.": "benchmark",
 }
@@ -145,6 +146,24 @@ def test_pipeline_command_writes_the_training_set(checkout: Path) -> None:
     for command in matching("pipeline"):
         run(command, checkout)
         assert (checkout / "artifacts" / "training_set.csv").read_text().startswith("customer_id,")
+
+
+def test_incremental_commands_build_what_one_run_writes(checkout: Path, tmp_path: Path) -> None:
+    """The README's add + build on the bundled data give the features one run gives."""
+    commands = matching("incremental")
+    assert [c.split()[3] for c in commands] == ["add", "build"]
+    for command in commands:
+        run(command, checkout)
+    one_run = tmp_path / "one_run"
+    run(
+        "python -m features --transactions data/transactions.csv --labels data/labels.csv "
+        f"--out {one_run}",
+        checkout,
+    )
+    built = re.search(r"--out (\S+)", commands[1])
+    assert built is not None
+    for name in ("features.csv", "training_set.csv"):
+        assert (checkout / built.group(1) / name).read_bytes() == (one_run / name).read_bytes()
 
 
 def test_upload_commands_against_azurite(
