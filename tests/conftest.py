@@ -62,6 +62,17 @@ def handover_dir() -> Path:
     return ROOT  # data/ and artifacts/ hold byte-identical copies
 
 
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local Spark session for every Spark test module (each start costs seconds)."""
+    pytest.importorskip("pyspark", reason="pyspark is in requirements-spark.txt")
+    from features import spark as engine
+
+    session = engine.local_session(shuffle_partitions=2, driver_memory="1g")
+    yield session
+    session.stop()
+
+
 def _listening(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)

@@ -3,7 +3,6 @@ same result as the local build (and so as one run over every batch's rows)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,13 +22,6 @@ from features.synthetic import generate  # noqa: E402
 
 pytestmark = pytest.mark.spark
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[pyspark.sql.SparkSession]:
-    session = engine.local_session(shuffle_partitions=2, driver_memory="1g")
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import io
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,13 +30,6 @@ from features.text import normalise  # noqa: E402
 pytestmark = pytest.mark.spark
 
 AFTER_SYNTHETIC = datetime(2025, 7, 1, tzinfo=UTC)
-
-
-@pytest.fixture(scope="session")
-def spark() -> Iterator[pyspark.sql.SparkSession]:
-    session = engine.local_session(shuffle_partitions=2, driver_memory="1g")
-    yield session
-    session.stop()
 
 
 def both(
