@@ -96,14 +96,21 @@ class BatchJob(_TransactionJob):
         header: list[str],
         delimiter: str,
         now: datetime,
-        index: tuple[np.ndarray, np.ndarray],
+        index: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.quarantine = QuarantineCollector()
         super().__init__(header, delimiter, now, self.quarantine)
+        self.facts = Facts()
+        if index is not None:
+            self.remember(index)
+
+    def remember(self, index: tuple[np.ndarray, np.ndarray]) -> None:
+        """Start from the earlier batches' index (``load_index``): before the first fold."""
+        if self.tally.rows_in:
+            raise AssertionError("the index of earlier batches comes before the first fold")
         rows, transactions = index
         self.seen_rows.add(rows)
         self.seen_transactions.add(transactions)
-        self.facts = Facts()
 
     def fold(self, chunk: ClassifiedChunk) -> None:
         n = len(chunk.reason)
@@ -194,24 +201,50 @@ def day_partials(facts: pa.Table) -> pa.Table:
     day = ts // SECONDS_PER_DAY
     if day.min() < 0 or day.max() >= 1 << _DAY_BITS:
         raise AssertionError("used rows lie between 1990 and the run's date")
-    codes = aggregate.CustomerCodes()
-    customer = facts.column("customer").combine_chunks().filter(keep)
-    code = codes.encode(pc.cast(customer, pa.string()))
+    # Text columns stay dictionary-encoded (facts_table): the distinct values are few, so
+    # customers are coded and descriptions categorised once per distinct value.
+    code, names = _customer_codes(_text(facts, "customer", keep))
     key = (code.astype(np.int64) << _DAY_BITS) | day
-    description = pc.cast(facts.column("description").combine_chunks().filter(keep), pa.string())
+    description = _text(facts, "description", keep)
     rows = aggregate.derive_rows(key, np.asarray(facts.column("amount"))[used], ts, description)
     order = np.argsort(key, kind="stable")
     ordered = key[order]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
     first = ordered[starts]
     columns: dict[str, Any] = {
-        ID: codes.decode(first >> _DAY_BITS),
+        ID: names[first >> _DAY_BITS],
         DAY: first & ((1 << _DAY_BITS) - 1),
     }
-    for name, op, column in (*AGGREGATES, *MONTH_AGGREGATES):
-        values = rows[column].to_numpy()[order]
-        columns[name] = REDUCE[op].reduceat(values, starts).astype(np.int64)
+    specs = (*AGGREGATES, *MONTH_AGGREGATES)
+    for name, op, column in specs:
+        values = np.take(rows[column].to_numpy(), order)
+        columns[name] = REDUCE[op].reduceat(values, starts).astype(np.int64, copy=False)
     return pa.table(columns)
+
+
+def _customer_codes(customer: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(code of each row, id of each code), codes in order of first appearance (the order
+    ``aggregate.CustomerCodes`` gives, so days.parquet lists customers as it always did)."""
+    if not pa.types.is_dictionary(customer.type):
+        codes = aggregate.CustomerCodes()
+        code = codes.encode(customer)
+        return code, codes.ids().to_numpy()
+    indices = np.asarray(customer.indices)
+    first = np.full(len(customer.dictionary), len(indices), dtype=np.int64)
+    np.minimum.at(first, indices, np.arange(len(indices)))
+    appearing = np.argsort(first)[: int((first < len(indices)).sum())]
+    rank = np.zeros(len(customer.dictionary), dtype=np.int64)
+    rank[appearing] = np.arange(len(appearing))
+    names = customer.dictionary.to_numpy(zero_copy_only=False)[appearing]
+    return rank[indices], names
+
+
+def _text(facts: pa.Table, name: str, keep: pa.Array) -> pa.Array:
+    """A text column of the used rows, as a string array or its dictionary encoding."""
+    values = facts.column(name).combine_chunks().filter(keep)
+    if pa.types.is_dictionary(values.type) or pa.types.is_string(values.type):
+        return values
+    return pc.cast(values, pa.string())
 
 
 class LineCounter(io.RawIOBase):

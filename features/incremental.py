@@ -29,6 +29,7 @@ import logging
 import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +67,7 @@ from features.partials_store import (
     PartialsStore,
     StoreError,
     check_batch_name,
+    table_bytes,
 )
 from features.pipeline import (
     DEFAULT_CHUNK_ROWS,
@@ -158,18 +160,30 @@ def _add(
                 "transactions: the header differs from the store's batches (every batch "
                 "needs the same columns, in the same order, and the same delimiter)"
             )
-    index = load_index(store, [b for b in others if b < batch])
-    job = BatchJob(stream.header, stream.delimiter, now, index)
-    width = len(stream.header)
-    chunks = rechunk(prefetch(stream.batches), chunk_rows)
-    # Chunks classified on the pipeline's pool, folded here in file order (first copy wins).
-    classify = lambda chunk: classify_chunk(chunk, job.columns, width, now)  # noqa: E731
-    for classified in classified_in_order(chunks, classify, available_threads()):
-        job.fold(classified)
-    facts = job.facts.table()
-    days = day_partials(facts)
-    outcome = np.asarray(facts.column("outcome"))
-    quarantine = job.quarantine_table(outcome)
+    with ThreadPoolExecutor(1, thread_name_prefix="incremental-add") as side:
+        # The earlier batches' index loads while the first chunks are read and classified.
+        loading = side.submit(load_index, store, [b for b in others if b < batch])
+        job = BatchJob(stream.header, stream.delimiter, now)
+        width = len(stream.header)
+        chunks = rechunk(prefetch(stream.batches), chunk_rows)
+        # Chunks classified on the pipeline's pool, folded here in file order (first copy
+        # wins); the index must be in the job before the first fold.
+        classify = lambda chunk: classify_chunk(chunk, job.columns, width, now)  # noqa: E731
+        index = None
+        for classified in classified_in_order(chunks, classify, available_threads()):
+            if index is None:
+                index = loading.result()
+                job.remember(index)
+            job.fold(classified)
+        if index is None:
+            index = loading.result()
+        facts = job.facts.table()
+        # Parquet encoding releases the GIL: the facts encode while the day partials run.
+        rows_file = side.submit(table_bytes, facts)
+        days = day_partials(facts)
+        outcome = np.asarray(facts.column("outcome"))
+        quarantine = job.quarantine_table(outcome)
+        rows_bytes = rows_file.result()
     tally = _tally_dict(job.tally, len(quarantine), _as_of(days))
     manifest = {
         "header": stream.header,
@@ -182,7 +196,7 @@ def _add(
     }
     store.write(
         batch,
-        rows=facts,
+        rows=rows_bytes,
         days=days,
         quarantine=pa.Table.from_pandas(quarantine, preserve_index=False),
         manifest=manifest,
@@ -338,20 +352,24 @@ def build_result(
     first = manifests[0]
     columns = _TransactionJob(first["header"], first["delimiter"], now, lambda f: None).columns
     shape = InputShape.from_header(first["header"], first["delimiter"], columns)
-    label_result = read_labels(labels, now) if labels is not None else None
+    collector = None if on_quarantine is not None else QuarantineCollector()
+    sink = on_quarantine or collector
+    assert sink is not None
+    with ThreadPoolExecutor(1, thread_name_prefix="incremental-build") as side:
+        # The labels are read while the stored quarantine is published (and its Parquet
+        # decoded, which releases the GIL).
+        reading = side.submit(read_labels, labels, now) if labels is not None else None
+        for batch in batches:
+            frame = store.table(batch, QUARANTINE).to_pandas()
+            if len(frame):
+                sink(frame[list(QUARANTINE_COLUMNS)])
+        label_result = reading.result() if reading is not None else None
     window = decision_window(label_result, lookback_or_requested(lookback_days))
     if window is not None and window_days is not None:
         raise StoreError(
             "--window-days is for labels without decision dates; with decision dates the "
             "window is --lookback-days before each decision"
         )
-    collector = None if on_quarantine is not None else QuarantineCollector()
-    sink = on_quarantine or collector
-    assert sink is not None
-    for batch in batches:
-        frame = store.table(batch, QUARANTINE).to_pandas()
-        if len(frame):
-            sink(frame[list(QUARANTINE_COLUMNS)])
     first_day = None
     if window_days is not None and tally.as_of_ts is not None:
         first_day = tally.as_of_ts // SECONDS_PER_DAY - window_days + 1

@@ -137,6 +137,10 @@ def table_bytes(table: pa.Table) -> bytes:
     return buffer.getvalue()
 
 
+def _encoded(table: pa.Table | bytes) -> bytes:
+    return table if isinstance(table, bytes) else table_bytes(table)
+
+
 class PartialsStore:
     """Reads and writes batches in the store's format over any ``BatchFiles``."""
 
@@ -176,19 +180,20 @@ class PartialsStore:
         self,
         batch: str,
         *,
-        rows: pa.Table,
-        days: pa.Table,
-        quarantine: pa.Table,
+        rows: pa.Table | bytes,
+        days: pa.Table | bytes,
+        quarantine: pa.Table | bytes,
         manifest: dict[str, Any],
     ) -> None:
-        """Replace one batch's files (the manifest last)."""
+        """Replace one batch's files (the manifest last). A table may come already encoded
+        (``table_bytes``), e.g. encoded on another thread."""
         manifest = {"format_version": FORMAT_VERSION, "batch": batch, **manifest}
         self.files.write_batch(
             check_batch_name(batch),
             {
-                ROWS: table_bytes(rows),
-                DAYS: table_bytes(days),
-                QUARANTINE: table_bytes(quarantine),
+                ROWS: _encoded(rows),
+                DAYS: _encoded(days),
+                QUARANTINE: _encoded(quarantine),
                 MANIFEST: (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode(),
             },
         )
