@@ -328,6 +328,14 @@ def _shifted(example: str, offset: int) -> str:
 _LINE_EXAMPLE = re.compile(r"^line (\d+)$")
 
 
+def _publish_quarantine(store: PartialsStore, batches: list[str], sink: QuarantineSink) -> None:
+    """Every batch's quarantined rows, in batch order, as the one-file run streams them."""
+    for batch in batches:
+        frame = store.table(batch, QUARANTINE).to_pandas()
+        if len(frame):
+            sink(frame[list(QUARANTINE_COLUMNS)])
+
+
 def build_result(
     store: PartialsStore,
     labels: Source | None = None,
@@ -356,24 +364,22 @@ def build_result(
     sink = on_quarantine or collector
     assert sink is not None
     with ThreadPoolExecutor(1, thread_name_prefix="incremental-build") as side:
-        # The labels are read while the stored quarantine is published (and its Parquet
-        # decoded, which releases the GIL).
-        reading = side.submit(read_labels, labels, now) if labels is not None else None
-        for batch in batches:
-            frame = store.table(batch, QUARANTINE).to_pandas()
-            if len(frame):
-                sink(frame[list(QUARANTINE_COLUMNS)])
-        label_result = reading.result() if reading is not None else None
-    window = decision_window(label_result, lookback_or_requested(lookback_days))
-    if window is not None and window_days is not None:
-        raise StoreError(
-            "--window-days is for labels without decision dates; with decision dates the "
-            "window is --lookback-days before each decision"
-        )
-    first_day = None
-    if window_days is not None and tally.as_of_ts is not None:
-        first_day = tally.as_of_ts // SECONDS_PER_DAY - window_days + 1
-    combined = combine(store, batches, window, first_day)
+        # The stored quarantine is published (mostly Arrow compute, which releases the GIL)
+        # while the labels are read and the day partials combined; on an error the caller
+        # discards what was published (``run_and_publish``).
+        publishing = side.submit(_publish_quarantine, store, batches, sink)
+        label_result = read_labels(labels, now) if labels is not None else None
+        window = decision_window(label_result, lookback_or_requested(lookback_days))
+        if window is not None and window_days is not None:
+            raise StoreError(
+                "--window-days is for labels without decision dates; with decision dates the "
+                "window is --lookback-days before each decision"
+            )
+        first_day = None
+        if window_days is not None and tally.as_of_ts is not None:
+            first_day = tally.as_of_ts // SECONDS_PER_DAY - window_days + 1
+        combined = combine(store, batches, window, first_day)
+        publishing.result()
     for code, count in combined.outside.items():
         tally.add(code, count, [])
     customers, months, valid = combined.customers, combined.months, combined.valid

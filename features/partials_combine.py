@@ -9,7 +9,9 @@ with Arrow's group-by; every partial folds with its own operation, so integers s
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,27 +105,66 @@ Combine = Callable[[PartialsStore, list[str], Window | None, int | None], Combin
 def combine_days(
     store: PartialsStore, batches: list[str], window: Window | None, first_day: int | None
 ) -> Combined:
-    """The local engine: one batch's day partials at a time, folded per customer."""
+    """The local engine: each batch's day partials folded per customer on a small pool
+    (Parquet decoding, Arrow compute and numpy reductions release the GIL), then folded
+    across batches. At most ``_THREADS`` batches' day partials are in memory at once."""
     parts: list[tuple[pa.Table, pa.Table]] = []
     seen: list[pa.Array] = []
     outside = {RuleCode.NO_DECISION_DATE: 0, RuleCode.OUTSIDE_DECISION_WINDOW: 0}
-    for batch in batches:
-        days = store.table(batch, DAYS)
-        if window is not None:
-            seen.append(pc.unique(days.column(ID)))
-            days = in_window(days, window, outside)
-        if first_day is not None:
-            days = days.filter(pc.greater_equal(days.column(DAY), first_day))
-        if days.num_rows:
-            parts.append(_per_customer(days))
-        if sum(p[0].num_rows + p[1].num_rows for p in parts) > COMPACT_ROWS and len(parts) > 1:
-            parts = [_folded(parts)]
+    with ThreadPoolExecutor(_THREADS, thread_name_prefix="combine-days") as pool:
+        pending = deque()
+        for batch in batches:
+            pending.append(pool.submit(_one_batch, store, batch, window, first_day))
+            if len(pending) < _THREADS:
+                continue
+            parts, seen = _take(pending.popleft().result(), parts, seen, outside)
+        while pending:
+            parts, seen = _take(pending.popleft().result(), parts, seen, outside)
     customers, months = _as_frames(_folded(parts)) if parts else aggregate.empty_aggregates()
     valid = None
     if window is not None:
         ids = pc.unique(pa.concat_arrays(seen)) if seen else pa.array([], pa.string())
         valid = pd.Index(ids.to_numpy(zero_copy_only=False), dtype=object)
     return Combined(customers, months, outside if window is not None else {}, valid)
+
+
+_THREADS = 2
+_Batch = tuple[tuple[pa.Table, pa.Table] | None, pa.Array | None, dict[RuleCode, int]]
+
+
+def _one_batch(
+    store: PartialsStore, batch: str, window: Window | None, first_day: int | None
+) -> _Batch:
+    """One batch's day partials in the window, folded per customer; the customers it has
+    and what the window kept out."""
+    days = store.table(batch, DAYS)
+    outside = {RuleCode.NO_DECISION_DATE: 0, RuleCode.OUTSIDE_DECISION_WINDOW: 0}
+    seen = None
+    if window is not None:
+        seen = pc.unique(days.column(ID))
+        days = in_window(days, window, outside)
+    if first_day is not None:
+        days = days.filter(pc.greater_equal(days.column(DAY), first_day))
+    return (_per_customer(days) if days.num_rows else None), seen, outside
+
+
+def _take(
+    done: _Batch,
+    parts: list[tuple[pa.Table, pa.Table]],
+    seen: list[pa.Array],
+    outside: dict[RuleCode, int],
+) -> tuple[list[tuple[pa.Table, pa.Table]], list[pa.Array]]:
+    """Add one batch's result (in batch order), folding the parts once they pile up."""
+    part, ids, kept_out = done
+    for code, count in kept_out.items():
+        outside[code] += count
+    if ids is not None:
+        seen = [*seen, ids]
+    if part is not None:
+        parts = [*parts, part]
+    if sum(p[0].num_rows + p[1].num_rows for p in parts) > COMPACT_ROWS and len(parts) > 1:
+        parts = [_folded(parts)]
+    return parts, seen
 
 
 def in_window(days: pa.Table, window: Window, outside: dict[RuleCode, int]) -> pa.Table:
