@@ -41,32 +41,41 @@ def _grouped(table: pa.Table, keys: list[str], ops: list[tuple[str, str]]) -> pa
     return pa.table(columns)
 
 
-def _runs_reduced(table: pa.Table, keys: list[str], ops: list[tuple[str, str]]) -> pa.Table:
-    """One row per run of equal ``keys`` (each key's rows are together in ``table``) with
-    ``ops`` applied over the run: no hashing, one ``reduceat`` per column."""
+def _runs_reduced(
+    table: pa.Table, keys: dict[str, np.ndarray], ops: list[tuple[str, str]]
+) -> pa.Table:
+    """One row per run of equal ``keys`` (each key's rows are together in ``table``; a key
+    is compared as the integer codes given) with ``ops`` applied over the run: no hashing,
+    one ``reduceat`` per column."""
     change = np.zeros(table.num_rows, dtype=bool)
     change[:1] = True
-    for key in keys:
-        column = table.column(key)
-        change[1:] |= np.asarray(pc.not_equal(column[1:], column[:-1]))
+    for codes in keys.values():
+        change[1:] |= codes[1:] != codes[:-1]
     starts = np.flatnonzero(change)
-    columns = {k: table.column(k).take(pa.array(starts)) for k in keys}
+    columns = {k: _strings(table.column(k).take(pa.array(starts))) for k in keys}
     for name, op in ops:
         columns[name] = REDUCE[op].reduceat(np.asarray(table.column(name)), starts)
     return pa.table(columns)
 
 
+def _strings(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return pc.cast(values, pa.string()) if pa.types.is_dictionary(values.type) else values
+
+
 def _per_customer(days: pa.Table) -> tuple[pa.Table, pa.Table]:
     """Day partials folded to (per customer ``AGGREGATES``, per customer-month salary).
     days.parquet keeps each customer's days together and in order, so customers and their
-    months are runs."""
+    months are runs (``days``' customer ids dictionary-encoded, one dictionary)."""
+    customer = np.asarray(days.column(ID).combine_chunks().indices)
     month = aggregate.month_index(np.asarray(days.column(DAY)) * SECONDS_PER_DAY)
     months = pa.table(
         {ID: days.column(ID), "month": month, SALARY_IN_MONTH: days.column(SALARY_IN_MONTH)}
     )
     return (
-        _runs_reduced(days, [ID], _AGGREGATE_OPS),
-        _runs_reduced(months, [ID, "month"], [(SALARY_IN_MONTH, "max")]),
+        _runs_reduced(days, {ID: customer}, _AGGREGATE_OPS),
+        _runs_reduced(months, {ID: customer, "month": month}, [(SALARY_IN_MONTH, "max")]),
     )
 
 
@@ -137,11 +146,11 @@ def _one_batch(
 ) -> _Batch:
     """One batch's day partials in the window, folded per customer; the customers it has
     and what the window kept out."""
-    days = store.table(batch, DAYS)
+    days = _one_dictionary(store.table(batch, DAYS, dictionary=[ID]))
     outside = {RuleCode.NO_DECISION_DATE: 0, RuleCode.OUTSIDE_DECISION_WINDOW: 0}
     seen = None
     if window is not None:
-        seen = pc.unique(days.column(ID))
+        seen = _strings(pc.unique(days.column(ID).combine_chunks()))
         days = in_window(days, window, outside)
     if first_day is not None:
         days = days.filter(pc.greater_equal(days.column(DAY), first_day))
@@ -167,14 +176,27 @@ def _take(
     return parts, seen
 
 
+def _one_dictionary(days: pa.Table) -> pa.Table:
+    """``days`` with its customer ids in one dictionary-encoded chunk (Parquet row groups
+    may each bring their own dictionary)."""
+    column = days.column(ID)
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    column = pa.chunked_array([column.unify_dictionaries().combine_chunks()])
+    return days.set_column(days.schema.get_field_index(ID), ID, column)
+
+
 def in_window(days: pa.Table, window: Window, outside: dict[RuleCode, int]) -> pa.Table:
     """The day partials inside their customer's decision window; the rows of the others
     are counted as the one-file run counts them (``WINDOW_RULES``). Whole days decide it:
-    windows start and end at the start of a UK day."""
+    windows start and end at the start of a UK day. Customer ids are looked up once per
+    distinct id (``days``' ids dictionary-encoded, one dictionary)."""
+    customer = days.column(ID).combine_chunks()
     ids = pa.array(window.decisions.index.to_numpy(), pa.string())
-    position = pc.index_in(days.column(ID), value_set=ids)
-    found = np.asarray(pc.is_valid(position))
-    where = np.asarray(pc.fill_null(position, 0))
+    position = pc.index_in(customer.dictionary, value_set=ids)
+    indices = np.asarray(customer.indices)
+    found = np.asarray(pc.is_valid(position))[indices]
+    where = np.asarray(pc.fill_null(position, 0))[indices]
     decision = np.where(
         found, window.decisions.to_numpy(dtype=np.int64)[where], aggregate.NO_DECISION
     )

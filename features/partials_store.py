@@ -171,10 +171,23 @@ class PartialsStore:
             )
         return manifest
 
-    def table(self, batch: str, file: str, columns: Iterable[str] | None = None) -> pa.Table:
+    def table(
+        self,
+        batch: str,
+        file: str,
+        columns: Iterable[str] | None = None,
+        dictionary: Iterable[str] | None = None,
+    ) -> pa.Table:
+        """One file of a batch; text ``dictionary`` columns come dictionary-encoded (cheap
+        to read, compare and look up when values repeat)."""
         cols = list(columns) if columns is not None else None
         # No partition discovery: the folder's "batch=" must not become a column.
-        return pq.read_table(self.files.open(batch, file), columns=cols, partitioning=None)
+        return pq.read_table(
+            self.files.open(batch, file),
+            columns=cols,
+            partitioning=None,
+            read_dictionary=list(dictionary) if dictionary is not None else None,
+        )
 
     def write(
         self,
