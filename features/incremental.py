@@ -55,12 +55,13 @@ from features.engine import (
     QuarantineCollector,
     QuarantineSink,
     RunResult,
+    Window,
     decision_window,
     finish_run,
     lookback_or_requested,
 )
-from features.labels import read_labels
-from features.partials_combine import Combine, combine_days
+from features.labels import Labels, read_labels
+from features.partials_combine import Combine, combine_days, combine_days_later
 from features.partials_store import (
     QUARANTINE,
     ROWS,
@@ -363,11 +364,11 @@ def build_result(
     collector = None if on_quarantine is not None else QuarantineCollector()
     sink = on_quarantine or collector
     assert sink is not None
-    with ThreadPoolExecutor(1, thread_name_prefix="incremental-build") as side:
-        # The stored quarantine is published (mostly Arrow compute, which releases the GIL)
-        # while the labels are read and the day partials combined; on an error the caller
-        # discards what was published (``run_and_publish``).
-        publishing = side.submit(_publish_quarantine, store, batches, sink)
+    first_day = None
+    if window_days is not None and tally.as_of_ts is not None:
+        first_day = tally.as_of_ts // SECONDS_PER_DAY - window_days + 1
+
+    def labels_and_window() -> tuple[Labels | None, Window | None]:
         label_result = read_labels(labels, now) if labels is not None else None
         window = decision_window(label_result, lookback_or_requested(lookback_days))
         if window is not None and window_days is not None:
@@ -375,10 +376,19 @@ def build_result(
                 "--window-days is for labels without decision dates; with decision dates the "
                 "window is --lookback-days before each decision"
             )
-        first_day = None
-        if window_days is not None and tally.as_of_ts is not None:
-            first_day = tally.as_of_ts // SECONDS_PER_DAY - window_days + 1
-        combined = combine(store, batches, window, first_day)
+        return label_result, window
+
+    with ThreadPoolExecutor(2, thread_name_prefix="incremental-build") as side:
+        # The stored quarantine is published (mostly Arrow compute, which releases the GIL)
+        # and the labels are read while the day partials are read and combined; on an error
+        # the caller discards what was published (``run_and_publish``).
+        publishing = side.submit(_publish_quarantine, store, batches, sink)
+        reading = side.submit(labels_and_window)
+        if combine is combine_days:  # the local engine reads before the window is known
+            combined = combine_days_later(store, batches, lambda: reading.result()[1], first_day)
+        else:
+            combined = combine(store, batches, reading.result()[1], first_day)
+        label_result, window = reading.result()
         publishing.result()
     for code, count in combined.outside.items():
         tally.add(code, count, [])

@@ -117,19 +117,32 @@ def combine_days(
     """The local engine: each batch's day partials folded per customer on a small pool
     (Parquet decoding, Arrow compute and numpy reductions release the GIL), then folded
     across batches. At most ``_THREADS`` batches' day partials are in memory at once."""
+    return combine_days_later(store, batches, lambda: window, first_day)
+
+
+def combine_days_later(
+    store: PartialsStore,
+    batches: list[str],
+    window_of: Callable[[], Window | None],
+    first_day: int | None,
+) -> Combined:
+    """``combine_days`` with the window asked for (``window_of``, called from the pool's
+    threads, may block) once the first batches' day partials are read, so reading them
+    overlaps whatever decides the window (reading the labels)."""
     parts: list[tuple[pa.Table, pa.Table]] = []
     seen: list[pa.Array] = []
     outside = {RuleCode.NO_DECISION_DATE: 0, RuleCode.OUTSIDE_DECISION_WINDOW: 0}
     with ThreadPoolExecutor(_THREADS, thread_name_prefix="combine-days") as pool:
         pending = deque()
         for batch in batches:
-            pending.append(pool.submit(_one_batch, store, batch, window, first_day))
+            pending.append(pool.submit(_one_batch, store, batch, window_of, first_day))
             if len(pending) < _THREADS:
                 continue
             parts, seen = _take(pending.popleft().result(), parts, seen, outside)
         while pending:
             parts, seen = _take(pending.popleft().result(), parts, seen, outside)
     customers, months = _as_frames(_folded(parts)) if parts else aggregate.empty_aggregates()
+    window = window_of()
     valid = None
     if window is not None:
         ids = pc.unique(pa.concat_arrays(seen)) if seen else pa.array([], pa.string())
@@ -142,11 +155,15 @@ _Batch = tuple[tuple[pa.Table, pa.Table] | None, pa.Array | None, dict[RuleCode,
 
 
 def _one_batch(
-    store: PartialsStore, batch: str, window: Window | None, first_day: int | None
+    store: PartialsStore,
+    batch: str,
+    window_of: Callable[[], Window | None],
+    first_day: int | None,
 ) -> _Batch:
     """One batch's day partials in the window, folded per customer; the customers it has
     and what the window kept out."""
     days = _one_dictionary(store.table(batch, DAYS, dictionary=[ID]))
+    window = window_of()
     outside = {RuleCode.NO_DECISION_DATE: 0, RuleCode.OUTSIDE_DECISION_WINDOW: 0}
     seen = None
     if window is not None:

@@ -344,3 +344,45 @@ def test_reader_rule_examples_name_lines_of_one_file(tmp_path: Path) -> None:
     expected = run_pipeline(io.BytesIO(header + first + second), now=NOW, generated_at=NOW)
     assert_same_run(got, expected)
     assert got.report.examples(RuleCode.MALFORMED_ROW) == ("line 7",)
+
+
+def test_day_partials_are_the_same_from_dictionary_or_plain_text(
+    source: Source, tmp_path: Path
+) -> None:
+    """``day_partials`` codes customers and descriptions from the stored dictionaries; a
+    facts table with plain text columns (the fallback) gives the same file, row for row."""
+    import pyarrow as pa
+
+    from features.batch_fold import day_partials
+    from features.partials_store import DAYS, ROWS
+
+    store = PartialsStore.local(tmp_path)
+    add_batch(store, "a", io.BytesIO(source.header + b"".join(source.lines)), now=NOW)
+    facts = store.table("a", ROWS)
+    assert pa.types.is_dictionary(facts.schema.field("customer").type)
+    plain = facts
+    for name in ("customer", "description"):
+        index = plain.schema.get_field_index(name)
+        plain = plain.set_column(index, name, plain.column(name).cast(pa.string()))
+    stored = store.table("a", DAYS)
+    assert stored.num_rows > 0
+    assert day_partials(facts).equals(stored)
+    assert day_partials(plain).equals(stored)
+
+
+def test_a_bad_labels_file_fails_the_build_and_publishes_nothing(
+    source: Source, tmp_path: Path
+) -> None:
+    """The labels are read while the quarantine is published: a labels error still fails
+    the build as an input error, and the command leaves no output behind."""
+    store_dir, out = tmp_path / "store", tmp_path / "out"
+    batch = tmp_path / "a.csv"
+    batch.write_bytes(source.header + b"".join(source.lines))
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(b"not,a,labels,file\n1,2,3,4\n")
+    assert main(["add", "--store", str(store_dir), "--batch", "a", "--transactions", str(batch),
+                 "--now", "2026-01-01T00:00:00"]) == 0  # fmt: skip
+    code = main(["build", "--store", str(store_dir), "--labels", str(labels), "--out", str(out),
+                 "--now", "2026-01-01T00:00:00"])  # fmt: skip
+    assert code == 2
+    assert not out.exists() or not any(p.suffix == ".csv" for p in out.iterdir())
