@@ -410,6 +410,44 @@ def build_result(
     )
 
 
+def _add_now(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--now",
+        type=utc_instant,
+        default=None,
+        help="the run's instant (ISO 8601, UTC without an offset); default: now",
+    )
+
+
+def add_build_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``build``; ``python -m features.spark build-store`` takes the same."""
+    parser.add_argument("--store", required=True, help="the store's directory")
+    parser.add_argument("--labels", default=None, help="labels CSV (optional)")
+    parser.add_argument("--out", default="artifacts")
+    parser.add_argument("--format", choices=FORMATS, default="csv")
+    _add_now(parser)
+    parser.add_argument(
+        "--lookback-days",
+        type=int,
+        default=DEFAULT_LOOKBACK_DAYS,
+        help="with decision dates: days of history before each decision date",
+    )
+    parser.add_argument(
+        "--window-days",
+        type=int,
+        default=None,
+        help="without decision dates: features over the N UK days ending on the as-of date",
+    )
+
+
+def check_build_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse (exit 2, one line) the values ``add_build_options`` cannot use."""
+    if args.lookback_days < 1:
+        parser.error("--lookback-days must be at least 1")
+    if args.window_days is not None and args.window_days < 1:
+        parser.error("--window-days must be at least 1")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m features.incremental",
@@ -422,39 +460,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add.add_argument("--batch", required=True, help="batch name; batches fold in name order")
     add.add_argument("--transactions", required=True, help="the batch's transactions CSV")
     add.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS)
+    _add_now(add)
     build = commands.add_parser("build", help="write features, training set and report")
-    build.add_argument("--labels", default=None, help="labels CSV (optional)")
-    build.add_argument("--out", default="artifacts")
-    build.add_argument("--format", choices=FORMATS, default="csv")
-    build.add_argument(
-        "--lookback-days",
-        type=int,
-        default=DEFAULT_LOOKBACK_DAYS,
-        help="with decision dates: days of history before each decision date",
-    )
-    build.add_argument(
-        "--window-days",
-        type=int,
-        default=None,
-        help="without decision dates: features over the N UK days ending on the as-of date",
-    )
-    for sub in (add, build):
-        if sub is build:
-            sub.add_argument("--store", required=True, help="the store's directory")
-        sub.add_argument(
-            "--now",
-            type=utc_instant,
-            default=None,
-            help="the run's instant (ISO 8601, UTC without an offset); default: now",
-        )
+    add_build_options(build)
     args = parser.parse_args(argv)
     if args.command == "add" and args.chunk_rows < 1:
         parser.error("--chunk-rows must be at least 1")
     if args.command == "build":
-        if args.lookback_days < 1:
-            parser.error("--lookback-days must be at least 1")
-        if args.window_days is not None and args.window_days < 1:
-            parser.error("--window-days must be at least 1")
+        check_build_options(parser, args)
     return args
 
 

@@ -59,7 +59,13 @@ from features.engine import (
     lookback_or_requested,
 )
 from features.engine import Window as DecisionWindow
-from features.incremental import AddedBatch, add_batch, build_result
+from features.incremental import (
+    AddedBatch,
+    add_batch,
+    add_build_options,
+    build_result,
+    check_build_options,
+)
 from features.labels import Labels, read_labels
 from features.partials_combine import Combine, Combined
 from features.partials_store import BATCH_NAME as STORE_BATCH_NAME
@@ -83,7 +89,6 @@ from features.quality import (
 )
 from features.reader import escape_raw
 from features.rules import (
-    DEFAULT_LOOKBACK_DAYS,
     EXAMPLES_PER_CHECK,
     FINDINGS,
     LARGE_AMOUNT_PENCE,
@@ -978,17 +983,12 @@ def store_command(argv: list[str]) -> int:
     """``python -m features.spark build-store``: ``python -m features.incremental build``
     with Spark folding the day partials (paths may be ``abfss://`` URLs)."""
     parser = argparse.ArgumentParser(prog="python -m features.spark build-store")
-    parser.add_argument("--store", required=True)
-    parser.add_argument("--labels", default=None)
-    parser.add_argument("--out", default="artifacts")
-    parser.add_argument("--format", choices=("csv", "parquet"), default=CSV)
-    parser.add_argument("--now", type=utc_instant, default=None)
-    parser.add_argument("--lookback-days", type=int, default=DEFAULT_LOOKBACK_DAYS)
-    parser.add_argument("--window-days", type=int, default=None)
+    add_build_options(parser)
     parser.add_argument("--master", default=None)
     parser.add_argument("--driver-memory", default="4g")
     parser.add_argument("--shuffle-partitions", type=int, default=8)
     args = parser.parse_args(argv)
+    check_build_options(parser, args)
     args.engine = ENGINE
     spark = _session(args)
     labels = hadoop_path(args.labels) if args.labels is not None else None

@@ -95,3 +95,21 @@ def test_spark_adds_batches_to_a_store_the_local_build_reads(
     assert_same_run(got, expected, examples=False)
     missing = ["add-to-store", "--store", str(copy), "--batch", "x", "--transactions", "nope"]
     assert engine.main(missing) == 2
+
+
+@pytest.mark.parametrize(
+    "bad", [["--lookback-days", "0"], ["--window-days", "0"], ["--format", "xlsx"]]
+)
+def test_both_build_commands_refuse_the_same_options(bad: list[str], tmp_path: Path) -> None:
+    """``build`` and Spark's ``build-store`` share one set of options and checks."""
+    from features.incremental import parse_args
+
+    common = ["--store", str(tmp_path), *bad]
+    commands = (
+        lambda: parse_args(["build", *common]),
+        lambda: engine.main(["build-store", *common]),
+    )
+    for command in commands:
+        with pytest.raises(SystemExit) as exited:
+            command()
+        assert exited.value.code == 2
