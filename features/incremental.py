@@ -161,23 +161,26 @@ def _add(
                 "transactions: the header differs from the store's batches (every batch "
                 "needs the same columns, in the same order, and the same delimiter)"
             )
+    job = BatchJob(stream.header, stream.delimiter, now)
+
+    def load_and_remember() -> tuple[np.ndarray, np.ndarray]:
+        loaded = load_index(store, [b for b in others if b < batch])
+        job.remember(loaded)
+        return loaded
+
     with ThreadPoolExecutor(1, thread_name_prefix="incremental-add") as side:
-        # The earlier batches' index loads while the first chunks are read and classified.
-        loading = side.submit(load_index, store, [b for b in others if b < batch])
-        job = BatchJob(stream.header, stream.delimiter, now)
+        # The earlier batches' index loads into the job while the first chunks are read
+        # and classified; it must be there before the first fold.
+        loading = side.submit(load_and_remember)
         width = len(stream.header)
         chunks = rechunk(prefetch(stream.batches), chunk_rows)
         # Chunks classified on the pipeline's pool, folded here in file order (first copy
-        # wins); the index must be in the job before the first fold.
+        # wins).
         classify = lambda chunk: classify_chunk(chunk, job.columns, width, now)  # noqa: E731
-        index = None
         for classified in classified_in_order(chunks, classify, available_threads()):
-            if index is None:
-                index = loading.result()
-                job.remember(index)
+            loading.result()
             job.fold(classified)
-        if index is None:
-            index = loading.result()
+        index = loading.result()
         facts = job.facts.table()
         # Parquet encoding releases the GIL: the facts encode while the day partials run.
         rows_file = side.submit(table_bytes, facts)
@@ -330,11 +333,18 @@ _LINE_EXAMPLE = re.compile(r"^line (\d+)$")
 
 
 def _publish_quarantine(store: PartialsStore, batches: list[str], sink: QuarantineSink) -> None:
-    """Every batch's quarantined rows, in batch order, as the one-file run streams them."""
+    """Every batch's quarantined rows, in batch order, as the one-file run streams them.
+    A sink that takes Arrow tables (the output files' writers) gets them as stored: no
+    Python string per cell, so this holds the GIL little while the build combines."""
+    append_table = getattr(sink, "append_table", None)
     for batch in batches:
-        frame = store.table(batch, QUARANTINE).to_pandas()
-        if len(frame):
-            sink(frame[list(QUARANTINE_COLUMNS)])
+        table = store.table(batch, QUARANTINE).select(list(QUARANTINE_COLUMNS))
+        if not table.num_rows:
+            continue
+        if append_table is not None:
+            append_table(table)
+        else:
+            sink(table.to_pandas())
 
 
 def build_result(

@@ -82,7 +82,12 @@ def _text_cells(values: pd.Series) -> pa.Array:
         text = None
     if text is None or not (pa.types.is_string(text.type) or pa.types.is_null(text.type)):
         text = pa.array(values.astype(object).where(values.notna(), "").astype(str), pa.string())
-    return quote(neutralise(pc.fill_null(text.cast(pa.string()), "")))
+    return _safe_text(text.cast(pa.string()))
+
+
+def _safe_text(text: pa.Array) -> pa.Array:
+    """Text cells as written: missing ones empty, then neutralised and quoted."""
+    return quote(neutralise(pc.fill_null(text, "")))
 
 
 def _python_str(values: np.ndarray) -> pa.Array:
@@ -176,12 +181,26 @@ def csv_bytes(frame: pd.DataFrame, header: bool = True) -> bytes:
         parts.append((",".join(names.to_pylist()) + "\n").encode("utf-8"))
     if len(frame) and frame.shape[1]:
         cells = [_cells(frame.iloc[:, i], str(name)) for i, name in enumerate(frame.columns)]
-        lines = pc.binary_join_element_wise(*cells, ",") if len(cells) > 1 else cells[0]
-        lines = pc.binary_join_element_wise(lines, "", "\n")
-        parts.append(_data_bytes(lines))
+        parts.append(_lines_bytes(cells))
     elif len(frame):
         parts.append(b"\n" * len(frame))
     return b"".join(parts)
+
+
+def text_rows_bytes(table: pa.Table) -> bytes:
+    """Rows of a table of text columns as CSV lines, no header: the bytes ``csv_bytes``
+    writes for the same rows as a frame, without a detour through Python strings."""
+    if not table.num_rows or not table.num_columns:
+        return b"\n" * table.num_rows
+    if not all(pa.types.is_string(f.type) for f in table.schema):
+        raise TypeError("text_rows_bytes takes text columns only")
+    return _lines_bytes([_safe_text(column.combine_chunks()) for column in table.columns])
+
+
+def _lines_bytes(cells: list[pa.Array]) -> bytes:
+    """Columns of cells as CSV lines: comma-separated, each line ended by LF."""
+    lines = pc.binary_join_element_wise(*cells, ",") if len(cells) > 1 else cells[0]
+    return _data_bytes(pc.binary_join_element_wise(lines, "", "\n"))
 
 
 def _data_bytes(values: pa.Array) -> bytes:
@@ -227,6 +246,12 @@ class CsvTableWriter:
         if list(frame.columns) != self._columns:
             raise ValueError("rows must have the file's columns")
         self._handle.write(csv_bytes(frame, header=False))
+
+    def append_table(self, table: pa.Table) -> None:
+        """Rows given as an Arrow table of the file's text columns (no pandas detour)."""
+        if table.column_names != self._columns:
+            raise ValueError("rows must have the file's columns")
+        self._handle.write(text_rows_bytes(table))
 
     def close(self) -> None:
         """Nothing to finish: every row is written as it arrives."""

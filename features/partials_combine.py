@@ -91,10 +91,21 @@ def _folded(parts: list[tuple[pa.Table, pa.Table]]) -> tuple[pa.Table, pa.Table]
 
 
 def _as_frames(parts: tuple[pa.Table, pa.Table]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The ``features.aggregate`` pair ``finalise`` takes."""
+    """The ``features.aggregate`` pair ``finalise`` takes. The months' index is built from
+    Arrow's dictionary codes: ``set_index`` would hash every customer id again."""
     customers = parts[0].to_pandas().set_index(ID)
-    months = parts[1].to_pandas().set_index([ID, "month"])
-    return customers, months
+    months = parts[1]
+    ids = pc.dictionary_encode(months.column(ID).combine_chunks())
+    month_codes, month_values = pd.factorize(np.asarray(months.column("month")))
+    names = pd.Index(ids.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+    index = pd.MultiIndex(
+        levels=[names, month_values],
+        codes=[np.asarray(ids.indices), month_codes],
+        names=[ID, "month"],
+        verify_integrity=False,
+    )
+    values = [c for c in months.column_names if c not in (ID, "month")]
+    return customers, pd.DataFrame({c: np.asarray(months.column(c)) for c in values}, index=index)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import pandas as pd
 
@@ -29,6 +29,9 @@ from features.engine import QuarantineSink, RunResult
 from features.outputs import CsvTableWriter, to_csv_text
 from features.report import Report, render_markdown
 from features.rules import QUARANTINE_COLUMNS
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 CSV, PARQUET = "csv", "parquet"
 FORMATS = (CSV, PARQUET)
@@ -106,9 +109,12 @@ def report_json(report: Report) -> bytes:
 
 
 class TableWriter(Protocol):
-    """Appends frames to an open file (a ``QuarantineSink``); ``close`` finishes the file."""
+    """Appends frames to an open file (a ``QuarantineSink``); ``close`` finishes the file.
+    ``append_table`` takes rows already in Arrow (a store's quarantine, for instance)."""
 
     def __call__(self, frame: pd.DataFrame) -> None: ...
+
+    def append_table(self, table: pa.Table) -> None: ...
 
     def close(self) -> None: ...
 
@@ -131,6 +137,12 @@ class ParquetTableWriter:
             raise ValueError("rows must have the file's columns")
         table = pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
         self._writer.write_table(table)
+
+    def append_table(self, table: pa.Table) -> None:
+        """Rows given as an Arrow table of the file's text columns."""
+        if table.column_names != self._columns:
+            raise ValueError("rows must have the file's columns")
+        self._writer.write_table(table.cast(self._schema))
 
     def close(self) -> None:
         self._writer.close()
