@@ -17,6 +17,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 import pandas as pd
 
 from features.engine import QuarantineSink, RunResult
-from features.outputs import CsvTableWriter, to_csv_text
+from features.outputs import CsvTableWriter, csv_bytes
 from features.report import Report, render_markdown
 from features.rules import QUARANTINE_COLUMNS
 
@@ -98,7 +99,7 @@ class OutputSink(Protocol):
 def table_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
     """A table in an output format: safe CSV (``features.outputs``) or Parquet."""
     if fmt == CSV:
-        return to_csv_text(frame).encode("utf-8")
+        return csv_bytes(frame)
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     return buffer.getvalue()
@@ -163,8 +164,12 @@ def publish(result: RunResult, sink: OutputSink) -> list[OutputFile]:
         tables.append((TRAINING_SET, result.training_set))
     if result.label_quarantine is not None:
         tables.append((LABELS_QUARANTINE, result.label_quarantine))
-    for file, frame in tables:
-        sink.write(file, table_bytes(frame, sink.fmt))
+    # Rendering is mostly Arrow compute, which releases the GIL: the tables render on two
+    # threads, and are written in order.
+    with ThreadPoolExecutor(2, thread_name_prefix="publish") as pool:
+        rendered = [pool.submit(table_bytes, frame, sink.fmt) for _, frame in tables]
+        for (file, _), data in zip(tables, rendered, strict=True):
+            sink.write(file, data.result())
     sink.write(REPORT_JSON, report_json(result.report))
     sink.write(REPORT_MARKDOWN, render_markdown(result.report).encode("utf-8"))
     return [file for file, _ in tables] + [REPORT_JSON, REPORT_MARKDOWN]
