@@ -11,11 +11,10 @@ to per-(customer, UK day) partial aggregates.
 
 from __future__ import annotations
 
-import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -259,33 +258,6 @@ def _text(facts: pa.Table, name: str, keep: pa.Array) -> pa.Array:
     if pa.types.is_dictionary(values.type) or pa.types.is_string(values.type):
         return values
     return pc.cast(values, pa.string())
-
-
-class LineCounter(io.RawIOBase):
-    """Passes a stream through and counts its physical lines (LF, CRLF or a lone CR ends
-    one, as in ``features.records``), so a build can give reader-rule examples the line
-    numbers of one file holding every batch."""
-
-    def __init__(self, inner: BinaryIO) -> None:
-        self.inner = inner
-        self.breaks = 0
-        self.last = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.inner.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        if n:
-            pairs = data.count(b"\r\n") + (self.last == b"\r" and data[:1] == b"\n")
-            self.breaks += data.count(b"\n") + data.count(b"\r") - pairs
-            self.last = data[-1:]
-        return n
-
-    def lines(self) -> int:
-        return self.breaks + (self.last not in (b"", b"\n", b"\r"))
 
 
 def _placeholder(n: int) -> pa.Array:

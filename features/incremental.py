@@ -43,7 +43,6 @@ import pyarrow.compute as pc
 from features.batch_fold import (
     ROW_INDEX,
     BatchJob,
-    LineCounter,
     add_to_index,
     day_partials,
     load_index,
@@ -150,8 +149,7 @@ def add_batch(
 def _add(
     store: PartialsStore, batch: str, transactions: Source, now: datetime, chunk_rows: int
 ) -> AddedBatch:
-    counter = None if isinstance(transactions, str | Path) else LineCounter(transactions)
-    stream = open_csv(counter if counter is not None else transactions, "transactions")
+    stream = open_csv(transactions, "transactions")
     existing = store.batch_names()
     others = [b for b in existing if b != batch]
     if others:
@@ -194,7 +192,7 @@ def _add(
         "delimiter": stream.delimiter,
         "now": now.isoformat(),
         "checked": list(job.checked_rules),
-        "lines": counter.lines() if counter is not None else None,
+        "lines": stream.blocks.lines_read if stream.blocks is not None else None,
         "tally": tally,
         "folded_from_raw": tally,
     }

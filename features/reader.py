@@ -225,6 +225,8 @@ class RowBlocks:
         self.label = label
         self.block_bytes = block_bytes
         self.names = [f"c{i}" for i in range(self.width)]
+        # Physical lines of the whole file, header included, once read to its end.
+        self.lines_read: int | None = None
         meta = [(LINE, pa.int64()), (REJECT, pa.int8()), (SPANS, pa.bool_()), (RAW, pa.binary())]
         self.schema = pa.schema([*((n, pa.binary()) for n in self.names), *meta])
 
@@ -238,6 +240,7 @@ class RowBlocks:
                 eof = eof or not chunk
                 data = carry + chunk if carry else chunk
                 if not data:
+                    self.lines_read = line_number - 1
                     return
                 buf = np.frombuffer(data, dtype=np.uint8)
                 lines = split_lines(buf, final=eof)
@@ -253,6 +256,7 @@ class RowBlocks:
                 )
                 carry = data[int(rest) :]
                 if eof and not carry:
+                    self.lines_read = line_number - 1
                     return
         finally:
             self.stream.close()

@@ -176,3 +176,36 @@ def test_without_the_final_flag_an_open_quote_waits_for_more_data() -> None:
     found = segment(buf, lines, COMMA, 2, False, 16, 1 << 20)
     assert found.first.tolist() == [0] and found.consumed == 1
     assert split_lines(np.frombuffer(b"a\r", dtype=np.uint8), final=False).start.tolist() == []
+
+
+@settings(max_examples=500, deadline=None)
+@given(body=csv_text, block_bytes=st.integers(1, 40))
+def test_the_reader_counts_the_physical_lines_of_the_whole_file(
+    body: bytes, block_bytes: int
+) -> None:
+    """``RowBlocks.lines_read`` (which ``features.incremental`` stores to number a later
+    batch's lines as in one file) is the literal count of lines, header included, whatever
+    the line ends, quotes and block boundaries."""
+    import io
+
+    from features.reader import RowBlocks, open_csv
+    from features.schema import InputError
+
+    data = b"a,b\n" + body
+    try:
+        stream = open_csv(io.BytesIO(data), "transactions")
+    except InputError:  # a header and no rows: nothing is read, nothing stored
+        return
+    assert stream.blocks is not None
+    blocks = RowBlocks(
+        stream.blocks.stream,
+        stream.blocks.rest,
+        stream.header,
+        stream.delimiter,
+        "transactions",
+        block_bytes=block_bytes,
+    )
+    assert blocks.lines_read is None
+    for _ in blocks.batches():
+        pass
+    assert blocks.lines_read == len(reference_lines(data))
