@@ -229,8 +229,10 @@ def day_partials(facts: pa.Table) -> pa.Table:
 
 
 def _runs(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(order sorting ``key``, start of each run of equal keys in that order)."""
-    order = np.argsort(key, kind="stable")
+    """(order sorting ``key``, start of each run of equal keys in that order). Not a
+    stable sort: every partial is a sum, minimum or maximum, which the order of the rows
+    within a run does not change, and numpy's default sort is several times faster."""
+    order = np.argsort(key)
     ordered = key[order]
     return order, np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
 
