@@ -160,12 +160,13 @@ def clean_labels(
 
     kept = reason.isna() & ~is_duplicate
     ids = customer[kept].to_numpy()
-    labels = pd.Series(mapped[kept].astype("int64").to_numpy(), index=ids, name=TARGET)
-    labels.index.name = ID
+    order = pd.Index(ids).argsort()  # labels and decision dates sorted by id: one sort
+    index = pd.Index(ids[order], name=ID)
+    labels = pd.Series(mapped[kept].astype("int64").to_numpy()[order], index=index, name=TARGET)
     decisions = None
     if dated:
-        seconds = day[kept].to_numpy(dtype=np.int64) * SECONDS_PER_DAY
-        decisions = pd.Series(seconds, index=labels.index, name=DECISION_DATE).sort_index()
+        seconds = day[kept].to_numpy(dtype=np.int64)[order] * SECONDS_PER_DAY
+        decisions = pd.Series(seconds, index=index, name=DECISION_DATE)
     rejected = reason.notna()
     quarantine = pd.DataFrame(
         {
@@ -180,7 +181,7 @@ def clean_labels(
     counts = {r.code: int((reason == str(r.code)).sum()) for r in LABEL_RULES}
     counts[C.DUPLICATE] = duplicates
     return Labels(
-        labels=labels.sort_index(),
+        labels=labels,
         quarantine=quarantine,
         rows_in=len(customer),
         rows_duplicate=duplicates,
