@@ -16,6 +16,8 @@ import math
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -111,3 +113,40 @@ def test_streamed_quarantine_matches_and_reads_back():
     back = read_back(io.BytesIO(out.getvalue()))
     assert back["transaction_id"].tolist() == ["T1", "", "=cmd", "T1"]
     assert back["raw_line"].tolist() == ['a,"b"', "\r", "-12.50", 'a,"b"']
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(st.tuples(st.one_of(text, st.none()), st.one_of(text, st.none())), max_size=20)
+)
+def test_rows_given_as_arrow_text_write_the_bytes_of_the_same_frame(rows):
+    """``append_table`` (the incremental build publishes stored quarantines with it) writes
+    exactly what the frame path writes: quoting, formula marks, missing cells."""
+    from features.publish import ParquetTableWriter
+
+    columns = ("transaction_id", "raw_line")
+    table = pa.table(
+        {c: pa.array([r[i] for r in rows], pa.string()) for i, c in enumerate(columns)}
+    )
+    by_frame, by_table = io.BytesIO(), io.BytesIO()
+    CsvTableWriter(by_frame, columns)(table.to_pandas())
+    CsvTableWriter(by_table, columns).append_table(table)
+    assert by_table.getvalue() == by_frame.getvalue() == plain_csv(table.to_pandas())
+
+    parquet_frame, parquet_table = io.BytesIO(), io.BytesIO()
+    frame_writer = ParquetTableWriter(parquet_frame, columns)
+    frame_writer(table.to_pandas())
+    frame_writer.close()
+    table_writer = ParquetTableWriter(parquet_table, columns)
+    table_writer.append_table(table)
+    table_writer.close()
+    assert pq.read_table(parquet_table).equals(pq.read_table(parquet_frame))
+
+
+def test_rows_given_as_arrow_must_be_the_files_text_columns():
+    out = io.BytesIO()
+    writer = CsvTableWriter(out, ("a", "b"))
+    with pytest.raises(ValueError, match="the file's columns"):
+        writer.append_table(pa.table({"b": ["x"], "a": ["y"]}))
+    with pytest.raises(TypeError, match="text columns only"):
+        writer.append_table(pa.table({"a": ["x"], "b": [1]}))

@@ -402,3 +402,51 @@ def test_without_decision_dates_the_outputs_are_what_they_were(tmp_path: Path) -
     new.pop("decisions")
     assert new == old
     assert check_count(json.loads((tmp_path / "dq_report.json").read_text()), "duplicate") > 0
+
+
+def _decision_day_literally(text: str, today: int) -> float:
+    """The accepted forms read with Python's ``re`` and ``datetime``, one string at a time:
+    what ``features.labels.decision_days`` does with Arrow's RE2 over a whole column."""
+    import re
+    from datetime import date
+
+    iso = re.fullmatch(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", text)
+    uk = re.fullmatch(r"([0-9]{2})/([0-9]{2})/([0-9]{4})", text)
+    if iso:
+        y, m, d = (int(g) for g in iso.groups())
+    elif uk:
+        d, m, y = (int(g) for g in uk.groups())
+    else:
+        return float("nan")
+    try:
+        day = (date(y, m, d) - date(1970, 1, 1)).days
+    except ValueError:
+        return float("nan")
+    return float(day) if date(1990, 1, 1).toordinal() - 719163 <= day <= today else float("nan")
+
+
+_around_now = st.dates(datetime(1985, 1, 1).date(), datetime(2030, 12, 31).date())
+date_text = st.one_of(
+    st.text(st.sampled_from("0123456789-/ ٢T:\n"), max_size=12),
+    _around_now.map(lambda d: d.isoformat()),
+    _around_now.map(lambda d: d.strftime("%d/%m/%Y")),
+    # Years near the run's, any month and day number: impossible dates such as 2025-02-30.
+    st.tuples(st.integers(1985, 2030), st.integers(0, 13), st.integers(0, 32)).map(
+        lambda t: f"{t[0]:04d}-{t[1]:02d}-{t[2]:02d}"
+    ),
+    st.tuples(st.integers(1985, 2030), st.integers(0, 13), st.integers(0, 32)).map(
+        lambda t: f"{t[2]:02d}/{t[1]:02d}/{t[0]:04d}"
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(texts=st.lists(date_text, min_size=1, max_size=20))
+def test_decision_dates_are_read_as_the_literal_rule_reads_them(texts: list[str]) -> None:
+    from features.labels import decision_days
+
+    today = (NOW.date() - datetime(1970, 1, 1).date()).days
+    got = decision_days(pd.Series(texts, index=range(10, 10 + len(texts))), NOW)
+    assert got.index.tolist() == list(range(10, 10 + len(texts)))
+    expected = [_decision_day_literally(t, today) for t in texts]
+    assert np.array_equal(got.to_numpy(), np.array(expected), equal_nan=True)
