@@ -627,3 +627,18 @@ def test_the_rules_are_stated_in_one_place() -> None:
         assert f"`{code}`" in text, code
     assert f"`MAX_RECORD_LINES` ({MAX_RECORD_LINES})" in text
     assert "Europe/London" in text and "`_SUCCESS`" in text
+
+
+def test_labels_and_transactions_trim_the_same_whitespace() -> None:
+    """Customer ids are trimmed by Python's ``str.strip`` in the labels (pandas) and by
+    Arrow's ``utf8_trim_whitespace`` in the transactions: every code point is trimmed by
+    both or by neither, so an id padded with any whitespace joins its labels either way."""
+    import pyarrow.compute as pc
+
+    points = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    padded = [chr(c) + "x" + chr(c) for c in points]
+    by_arrow = pc.utf8_trim_whitespace(pa.array(padded)).to_pylist()
+    by_python = [text.strip() for text in padded]
+    differ = [hex(c) for c, a, p in zip(points, by_arrow, by_python, strict=True) if a != p]
+    assert differ == []
+    assert sum(text == "x" for text in by_python) >= 25  # the check saw real whitespace
