@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -151,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         pd.read_csv(labels, dtype=str)[["customer_id", "defaulted"]].to_csv(plain, index=False)
         labels = plain
     mode = "plain" if args.plain_labels else "decision dates"
-    print(f"{args.rows:,} messy rows, {customers:,} customers, labels: {mode} (shared machine)")
+    print(
+        f"{args.rows:,} messy rows, {customers:,} customers, labels: {mode}; "
+        f"load average {os.getloadavg()[0]:.2f} at start (above ~0.3: the machine is shared)"
+    )
     full = min(
         (_child("full", str(transactions), str(labels), str(DATA / "out-full"))
          for _ in range(args.repeat)),
