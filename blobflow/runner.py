@@ -27,7 +27,7 @@ from blobflow.predict import PredictionsUnavailableError, Predictor
 from blobflow.sink import BlobSink
 from blobflow.store import BatchStore, BlobInfo
 from features.engine import QuarantineSink, RunResult
-from features.outputs import to_csv_text
+from features.outputs import csv_bytes
 from features.pipeline import run_pipeline
 from features.publish import run_and_publish
 
@@ -75,7 +75,7 @@ def run_batch(
     except PredictionsUnavailableError as exc:
         note = f"model unavailable: {exc}"
         return BatchRun(result, sink, note, drift_note=note)
-    sink.put(CURATED, PREDICTIONS, to_csv_text(scores.predictions).encode("utf-8"), CSV_TYPE)
+    sink.put(CURATED, PREDICTIONS, csv_bytes(scores.predictions), CSV_TYPE)
     if scores.drift is not None:
         body = (json.dumps(scores.drift, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
         sink.put(CURATED, DRIFT, body, JSON_TYPE)
