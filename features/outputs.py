@@ -1,7 +1,8 @@
 """How every CSV we publish is written (features, training set, quarantines, predictions).
 
-Every CSV is written by ``csv_rows`` (every engine and the blob flow use it), so every CSV
-we publish:
+Every CSV is written by ``csv_bytes`` (every engine and the blob flow use it; rows already
+in Arrow, such as a partials store's quarantine, go through ``text_rows_bytes``, which
+writes the same cells), so every CSV we publish:
 
 * reads back to exactly the cells we meant: a cell holding the delimiter, a quote, CR or
   LF is quoted (Python 3.11's csv writer leaves a bare CR unquoted, which splits the row
